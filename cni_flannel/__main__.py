@@ -1,0 +1,67 @@
+"""Multi-call entry point: the basename of argv[0] picks the plugin, busybox style.
+
+``python -m cni_flannel <plugin>`` does the same. Standard library only: VERSION
+is answered before any plugin module is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# plugin name -> module holding ``PLUGIN`` (imported only when that plugin runs)
+PLUGINS = {
+    "flannel": "cni_flannel.plugins.flannel",
+    "bridge": "cni_flannel.plugins.bridge",
+    "host-local": "cni_flannel.plugins.host_local",
+    "portmap": "cni_flannel.plugins.portmap",
+    "loopback": "cni_flannel.plugins.loopback",
+}
+# commands that are not CNI plugins: name -> module with ``main(argv) -> int``
+COMMANDS = {
+    "cnitool": "cni_flannel.runtime.cnitool",
+}
+
+USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)
+       python -m cni_flannel <plugin|command> [args...]
+plugins:  {', '.join(PLUGINS)}
+commands: {', '.join(COMMANDS)}
+"""
+
+
+def run_plugin(name: str) -> int:
+    if os.environ.get("CNI_COMMAND") == "VERSION":
+        from cni_flannel.cni.skel import version_response
+
+        sys.stdout.write(version_response(sys.stdin.buffer.read()))
+        return 0
+    from importlib import import_module
+
+    from cni_flannel.cni.skel import plugin_main
+
+    return plugin_main(import_module(PLUGINS[name]).PLUGIN)
+
+
+def dispatch(argv: list[str]) -> int:
+    name = os.path.basename(argv[0]) if argv else ""
+    rest = argv[1:]
+    if name in ("__main__.py", "cni_flannel", "cni-flannel", "python", "python3") or name.startswith("python"):
+        if not rest:
+            sys.stderr.write(USAGE)
+            return 2
+        name, rest = rest[0], rest[1:]
+    if name in PLUGINS:
+        return run_plugin(name)
+    if name in COMMANDS:
+        from importlib import import_module
+
+        return int(import_module(COMMANDS[name]).main(rest))
+    sys.stderr.write(f"cni-flannel: unknown program name {name!r}\n{USAGE}")
+    return 2
+
+
+def main() -> None:
+    sys.exit(dispatch(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Stdin: the request configuration (SPEC.md "Section 1: Network configuration format").
+
+Decoding, the name and version rules, JSON-schema validation and prevResult.
+Unknown keys are always kept: the spec says runtimes and plugins pass them through.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .env import ID_PATTERN
+from .errors import DECODING_FAILURE, INVALID_CONFIG, CNIError
+from .result import Result
+from .version import require_supported
+
+DEFAULT_VERSION = "0.1.0"  # create.DecodeVersion: a config without cniVersion is 0.1.0
+
+
+@dataclass
+class NetConf:
+    raw: dict[str, Any]
+    name: str
+    cni_version: str
+    type: str
+
+    @property
+    def prev_result(self) -> Result | None:
+        prev = self.raw.get("prevResult")
+        if not prev:
+            return None
+        return parse_prev_result(prev, self.cni_version)
+
+    def runtime_config(self) -> dict[str, Any]:
+        rc = self.raw.get("runtimeConfig")
+        return rc if isinstance(rc, dict) else {}
+
+
+def decode_json(data: bytes, what: str = "network config on stdin") -> Any:
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise CNIError(DECODING_FAILURE, f"failed to decode {what}: not UTF-8",
+                       f"byte offset {exc.start}: the config must be UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise CNIError(DECODING_FAILURE,
+                       f"failed to decode {what}: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                       "the config must be a single JSON object") from None
+    except RecursionError:
+        raise CNIError(DECODING_FAILURE, f"failed to decode {what}: nesting too deep",
+                       "the config must be a plain JSON object") from None
+
+
+def version_of(raw: Any) -> str:
+    """The config's cniVersion, defaulting to 0.1.0, for errors as well as results."""
+    if isinstance(raw, dict):
+        v = raw.get("cniVersion")
+        if isinstance(v, str) and v:
+            return v
+    return DEFAULT_VERSION
+
+
+def parse_netconf(data: bytes, schema: dict[str, Any] | None = None) -> NetConf:
+    raw = decode_json(data)
+    if not isinstance(raw, dict):
+        raise CNIError(DECODING_FAILURE, "network config on stdin is not a JSON object",
+                       f"got a JSON {type(raw).__name__}")
+    version = raw.get("cniVersion", DEFAULT_VERSION)
+    if not isinstance(version, str):
+        raise CNIError(DECODING_FAILURE, "field cniVersion must be a string",
+                       f"got {json.dumps(version)[:80]}")
+    require_supported(version or DEFAULT_VERSION)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise CNIError(INVALID_CONFIG, "missing network name in field name",
+                       "set \"name\" in the network config")
+    if not ID_PATTERN.match(name) or len(name) > 253:
+        raise CNIError(INVALID_CONFIG, f"invalid network name {name[:80]!r} in field name",
+                       "it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+    if schema is not None:
+        validate(raw, schema)
+    ptype = raw.get("type", "")
+    return NetConf(raw=raw, name=name, cni_version=version or DEFAULT_VERSION,
+                   type=ptype if isinstance(ptype, str) else "")
+
+
+def parse_prev_result(prev: Any, conf_version: str) -> Result:
+    """version.ParsePrevResult: a prevResult without cniVersion takes the config's."""
+    if not isinstance(prev, dict):
+        raise CNIError(DECODING_FAILURE, "field prevResult is not a JSON object",
+                       "prevResult must be the previous plugin's result")
+    prev = dict(prev)
+    prev.setdefault("cniVersion", conf_version)
+    res = Result.from_dict(prev)
+    res.cni_version = conf_version
+    return res
+
+
+def json_path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate(raw: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Validate against a plugin's JSON schema; code 7 naming the path of the first error."""
+    import jsonschema  # lazy: only verbs that read a config pay for it
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is None:
+        return
+    where = json_path(error.absolute_path)
+    value = json.dumps(error.instance, default=str)
+    if len(value) > 120:
+        value = value[:117] + "..."
+    allowed = _describe(error)
+    raise CNIError(INVALID_CONFIG, f"invalid network config: field {where}: {error.message[:200]}",
+                   f"got {value}; {allowed}")
+
+
+def _describe(error: Any) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if "description" in schema:
+        return f"expected {schema['description']}"
+    if error.validator == "type":
+        return f"expected type {error.validator_value}"
+    if error.validator == "enum":
+        return f"allowed values are {', '.join(json.dumps(v) for v in error.validator_value)}"
+    if error.validator in ("minimum", "maximum"):
+        return f"{error.validator} is {error.validator_value}"
+    return f"the schema requires {error.validator} {json.dumps(error.validator_value, default=str)[:80]}"

@@ -1,0 +1,1 @@
+"""One module per CNI plugin, each exposing ``PLUGIN`` (a cni.skel.Plugin)."""
