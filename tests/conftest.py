@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Netns, delete_netns, have_go_plugins, is_root, new_netns  # noqa: E402
+from harness import Netns, delete_netns, have_go_plugins, is_root, new_netns
 
 
 @pytest.fixture

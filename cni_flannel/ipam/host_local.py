@@ -242,6 +242,6 @@ def status(data_dir: str, network: str) -> None:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"host-local store {path} is unusable: {probe} is not writable",
                        "make it writable by root or mount it read-write")
     st = os.statvfs(probe)
-    if st.f_bavail == 0 and os.geteuid() != 0 or st.f_bfree == 0:
+    if (st.f_bavail == 0 and os.geteuid() != 0) or st.f_bfree == 0:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"host-local store {path} is unusable: no space left",
                        "free space on that filesystem")

@@ -47,7 +47,8 @@ def test_same_result_and_files_as_go(case: str, version: str, tmp_path) -> None:
         outs = [run("host-local", "ADD", conf(CASES[case], d, version), container_id=f"ctr{i}", netns="/x")
                 for i in range(3)]
         # errors: the same msg (ours adds cniVersion, a better code and details)
-        results[who] = ([o.stdout if o.ok else o.data["msg"] for o in outs], [o.rc for o in outs], snapshot(os.path.join(d, "hlnet")))
+        results[who] = ([o.stdout if o.ok else o.data["msg"] for o in outs], [o.rc for o in outs],
+                        snapshot(os.path.join(d, "hlnet")))
     assert results["ours"][1] == results["go"][1]
     assert results["ours"][0] == results["go"][0]
     go_files, our_files = results["go"][2], results["ours"][2]

@@ -1,0 +1,1 @@
+"""The kernel layer: netns, links, addresses, routes, sysctl, iptables, nftables. No CNI knowledge."""

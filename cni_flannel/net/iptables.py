@@ -1,0 +1,137 @@
+"""iptables through one ``iptables-restore --noflush`` batch per verb and family.
+
+Reading is one ``iptables-save -t <table>``; writing is one restore batch that
+waits on the xtables lock (-w). Our own processes are serialised by a flock so
+that the read-decide-write of one verb is not interleaved with another's.
+Arguments are always lists: no shell ever sees a rule.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ..cni.errors import CNIError
+
+LOCK_PATH = os.environ.get("CNI_FLANNEL_IPTABLES_LOCK", "/run/cni-flannel.iptables.lock")
+WAIT_SECONDS = "10"
+
+
+def hash_name(prefix: str, to_hash: str, length: int = 28) -> str:
+    """utils.MustFormatHashWithPrefix: prefix + sha512 hex, cut to ``length``."""
+    return (prefix + hashlib.sha512(to_hash.encode()).hexdigest())[:length]
+
+
+def chain_name(network: str, container_id: str, prefix: str = "CNI-") -> str:
+    return hash_name(prefix, network + container_id)
+
+
+def binary(family: int, tool: str) -> str:
+    return {("save", 4): "iptables-save", ("save", 6): "ip6tables-save",
+            ("restore", 4): "iptables-restore", ("restore", 6): "ip6tables-restore"}[(tool, family)]
+
+
+def available(family: int = 4) -> bool:
+    return shutil.which(binary(family, "restore")) is not None
+
+
+@contextmanager
+def locked() -> Iterator[None]:
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class TableState:
+    """A parsed ``iptables-save -t <table>``: chains and their rules (as argument lists)."""
+
+    chains: set[str] = field(default_factory=set)
+    rules: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    def has_chain(self, name: str) -> bool:
+        return name in self.chains
+
+    def chain_rules(self, name: str) -> list[list[str]]:
+        return self.rules.get(name, [])
+
+    def find(self, chain: str, rule: list[str]) -> bool:
+        return rule in self.chain_rules(chain)
+
+
+def save(family: int, table: str = "nat") -> TableState:
+    proc = subprocess.run([binary(family, "save"), "-t", table], capture_output=True, text=True, check=False)
+    state = TableState()
+    if proc.returncode != 0:
+        if "does not exist" in proc.stderr or "Table does not exist" in proc.stderr:
+            return state
+        raise CNIError(999, f"{binary(family, 'save')} -t {table} failed: {proc.stderr.strip()[:300]}",
+                       "check that iptables works on this node (nf_tables or legacy backend)")
+    for line in proc.stdout.splitlines():
+        if line.startswith(":"):
+            name = line[1:].split(" ", 1)[0]
+            state.chains.add(name)
+            state.rules.setdefault(name, [])
+        elif line.startswith("-A "):
+            parts = shlex.split(line)
+            state.rules.setdefault(parts[1], []).append(parts[2:])
+    return state
+
+
+def quote(args: list[str]) -> str:
+    """Quote one rule for iptables-restore (double quotes, backslash-escaped)."""
+    out = []
+    for a in args:
+        if a and all(c.isalnum() or c in "-_./:!,=+[]" for c in a):
+            out.append(a)
+        else:
+            out.append('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return " ".join(out)
+
+
+@dataclass
+class Batch:
+    """Lines for one iptables-restore --noflush run on one table."""
+
+    table: str = "nat"
+    lines: list[str] = field(default_factory=list)
+
+    def new_chain(self, name: str) -> None:
+        # A declared chain is created, or flushed when it exists: callers then refill it.
+        self.lines.append(f":{name} - [0:0]")
+
+    def append(self, chain: str, rule: list[str]) -> None:
+        self.lines.append(f"-A {chain} {quote(rule)}")
+
+    def insert(self, chain: str, rule: list[str], pos: int = 1) -> None:
+        self.lines.append(f"-I {chain} {pos} {quote(rule)}")
+
+    def delete(self, chain: str, rule: list[str]) -> None:
+        self.lines.append(f"-D {chain} {quote(rule)}")
+
+    def flush(self, chain: str) -> None:
+        self.lines.append(f"-F {chain}")
+
+    def delete_chain(self, chain: str) -> None:
+        self.lines.append(f"-X {chain}")
+
+    def text(self) -> str:
+        return "\n".join([f"*{self.table}", *self.lines, "COMMIT", ""])
+
+    def run(self, family: int) -> None:
+        if not self.lines:
+            return
+        proc = subprocess.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
+                              input=self.text(), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise CNIError(999, f"{binary(family, 'restore')} failed: {proc.stderr.strip()[:400]}",
+                           "the rules were not changed; check iptables on this node")

@@ -1,0 +1,52 @@
+"""pyroute2 sockets, imported lazily and without pyroute2's heavy package __init__.
+
+``import pyroute2`` loads NDB, the CLI and every protocol (~250 ms); we need only
+the IPRoute class. Registering a bare package module first lets Python import
+``pyroute2.iproute.linux`` directly, which is several times cheaper.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from typing import Any
+
+from .netns import entered
+
+_IPRoute: Any = None
+
+
+def _iproute_class() -> Any:
+    global _IPRoute
+    if _IPRoute is None:
+        if "pyroute2" not in sys.modules:
+            spec = importlib.util.find_spec("pyroute2")
+            if spec is not None and spec.submodule_search_locations:
+                pkg = types.ModuleType("pyroute2")
+                pkg.__path__ = list(spec.submodule_search_locations)
+                pkg.__spec__ = spec
+                pkg.__file__ = spec.origin
+                sys.modules["pyroute2"] = pkg
+        from pyroute2.iproute.linux import IPRoute
+
+        _IPRoute = IPRoute
+    return _IPRoute
+
+
+def netlink_errors() -> tuple[type[BaseException], ...]:
+    _iproute_class()
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return (NetlinkError,)
+
+
+def socket_here() -> Any:
+    """An IPRoute socket in the current namespace."""
+    return _iproute_class()()
+
+
+def socket_in(netns_path: str) -> Any:
+    """An IPRoute socket bound to the namespace at ``netns_path``."""
+    cls = _iproute_class()
+    with entered(netns_path):
+        return cls()

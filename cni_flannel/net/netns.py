@@ -1,0 +1,72 @@
+"""Network namespaces: open by path, run code inside, always come back.
+
+Kernel calls take an explicit namespace: ``socket_in(path)`` gives a netlink
+socket bound to that namespace (a socket keeps the namespace it was created in),
+so one socket per namespace serves a whole verb.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..cni.errors import INVALID_NETNS, CNIError
+
+CLONE_NEWNET = 0x40000000
+_libc: Any = None
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class NetnsGone(Exception):
+    """The namespace path does not exist (any more): DEL treats this as done."""
+
+
+def open_netns(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsGone(path) from None
+    except OSError as exc:
+        raise CNIError(INVALID_NETNS, f"failed to open netns {path!r}: {exc.strerror}",
+                       "CNI_NETNS must be a network namespace path such as /run/netns/<name>") from None
+    return fd
+
+
+@contextmanager
+def entered(path: str) -> Iterator[int]:
+    """Run the body inside the namespace at ``path``; yields the namespace fd."""
+    target = open_netns(path)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            _setns(target)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise CNIError(INVALID_NETNS, f"{path!r} is not a network namespace",
+                               "CNI_NETNS must be a network namespace path") from None
+            raise
+        try:
+            yield target
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+def host_fd() -> int:
+    return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

@@ -1,0 +1,57 @@
+"""nftables through the ``nft`` CLI: scripts in with ``-f -``, JSON out with ``-j``."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from ..cni.errors import CNIError
+
+
+def available() -> bool:
+    return shutil.which("nft") is not None
+
+
+def run_script(script: str) -> None:
+    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise CNIError(999, f"nft failed: {proc.stderr.strip()[:400]}",
+                       "the rules were not changed; check nftables on this node")
+
+
+@dataclass
+class NftRule:
+    family: str
+    table: str
+    chain: str
+    handle: int
+    comment: str
+    expr: list[Any]
+
+
+def list_rules(family: str, table: str, chain: str | None = None) -> list[NftRule]:
+    """Rules of a table (or one chain); empty when the table or chain does not exist."""
+    cmd = ["nft", "-j", "list", "chain" if chain else "table", family, table]
+    if chain:
+        cmd.append(chain)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return []
+    out = []
+    for item in json.loads(proc.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if rule:
+            out.append(NftRule(rule["family"], rule["table"], rule["chain"], rule["handle"],
+                               rule.get("comment", ""), rule.get("expr", [])))
+    return out
+
+
+def table_exists(family: str, table: str) -> bool:
+    return subprocess.run(["nft", "list", "table", family, table], capture_output=True,
+                          check=False).returncode == 0
+
+
+def quote_comment(text: str) -> str:
+    return '"' + text.replace('"', "") + '"'
