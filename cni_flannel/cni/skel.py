@@ -79,11 +79,11 @@ def run(plugin: Plugin, environ: Mapping[str, str], stdin: IO[bytes], stdout: IO
             stdout.write(result.to_json(conf.cni_version))
     except CNIError as err:
         return _fail(plugin, environ, data, err, stdout, stderr, started, conf)
-    except Exception as exc:
-        err = CNIError(INTERNAL, f"{plugin.name} internal error: {type(exc).__name__}: {exc}"[:500],
-                       "this is a bug in cni-flannel; the traceback is in the plugin log")
+    except Exception as exc:  # the runtime must get an error object, never a traceback
+        internal = CNIError(INTERNAL, f"{plugin.name} internal error: {type(exc).__name__}: {exc}"[:500],
+                            "this is a bug in cni-flannel; the traceback is in the plugin log")
         _log_traceback(environ, conf, stderr)
-        return _fail(plugin, environ, data, err, stdout, stderr, started, conf)
+        return _fail(plugin, environ, data, internal, stdout, stderr, started, conf)
     _log_call(plugin, environ, conf, started, "ok", 0)
     return 0
 
