@@ -1,0 +1,1 @@
+"""Operator and developer tools: the demo topology, the benchmark, doctor."""
