@@ -131,3 +131,35 @@ def have_go_plugins() -> bool:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+PLUGIN_NAMES = ("flannel", "bridge", "host-local", "portmap", "loopback")
+
+
+def plugin_dir(tmp: str) -> str:
+    """A CNI bin dir of our plugins: the frozen set when CNI_FLANNEL_BIN is set, else launchers."""
+    if our_bin_dir():
+        return our_bin_dir()  # type: ignore[return-value]
+    d = os.path.join(tmp, "cni-bin")
+    os.makedirs(d, exist_ok=True)
+    launcher = os.path.join(d, "cni-flannel")
+    with open(launcher, "w") as f:
+        f.write(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {REPO!r})\n"
+                "from cni_flannel.__main__ import main\nmain()\n")
+    os.chmod(launcher, 0o755)
+    for name in (*PLUGIN_NAMES, "cnitool"):
+        link = os.path.join(d, name)
+        if not os.path.exists(link):
+            os.symlink("cni-flannel", link)
+    return d
+
+
+def cnitool(verb: str, net: str, netns: str, *, conf_dir: str, bin_dir: str, cache_dir: str,
+            node: Netns | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e.update({"NETCONFPATH": conf_dir, "CNI_PATH": bin_dir, "CNI_CACHE_DIR": cache_dir, "PYTHONPATH": REPO})
+    e.update(env or {})
+    cmd = [os.path.join(bin_dir, "cnitool"), verb, net] + ([netns] if netns else [])
+    if node is not None:
+        cmd = ["ip", "netns", "exec", node.name, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=120)

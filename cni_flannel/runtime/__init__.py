@@ -1,0 +1,1 @@
+"""The runtime side of the spec (libcni): config loading, chaining, the result cache."""
