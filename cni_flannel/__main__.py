@@ -19,6 +19,8 @@ PLUGINS = {
 # commands that are not CNI plugins: name -> module with ``main(argv) -> int``
 COMMANDS = {
     "cnitool": "cni_flannel.runtime.cnitool",
+    "install-cni": "cni_flannel.tools.install",
+    "demo": "cni_flannel.tools.demo",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)
