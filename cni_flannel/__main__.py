@@ -21,6 +21,7 @@ COMMANDS = {
     "cnitool": "cni_flannel.runtime.cnitool",
     "install-cni": "cni_flannel.tools.install",
     "demo": "cni_flannel.tools.demo",
+    "traffic": "cni_flannel.tools.traffic",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)
