@@ -108,7 +108,11 @@ def build_id(source: str) -> str:
     return h.hexdigest()[:12]
 
 
-def install_binaries(source: str, bin_dir: str, names: tuple[str, ...] = PLUGINS + EXTRA_COMMANDS) -> str:
+SUPERSEDED = ".superseded"
+
+
+def install_binaries(source: str, bin_dir: str, names: tuple[str, ...] = PLUGINS + EXTRA_COMMANDS,
+                     grace: float = 60.0) -> str:
     if not os.access(os.path.join(source, EXE), os.X_OK):
         raise InstallError(f"{source}/{EXE} is missing or not executable; build it with "
                            "`pyinstaller build.spec`")
@@ -128,10 +132,30 @@ def install_binaries(source: str, bin_dir: str, names: tuple[str, ...] = PLUGINS
         os.symlink(os.path.join(bundle, EXE), link_tmp)
         os.rename(link_tmp, os.path.join(bin_dir, name))
     _fsync_dir(bin_dir)
-    for old in os.listdir(bin_dir):  # older bundles: no link points at them any more
-        if old.startswith(".cni-flannel-") and old != bundle and not old.endswith(f".tmp{os.getpid()}"):
-            shutil.rmtree(os.path.join(bin_dir, old), ignore_errors=True)
+    collect_old_bundles(bin_dir, bundle, grace)
     return bid
+
+
+def collect_old_bundles(bin_dir: str, current: str, grace: float) -> None:
+    """Remove bundles no link points at, once they have been superseded for ``grace`` seconds.
+
+    A plugin exec'd just before the links were swapped may still be loading its
+    bundle, so an old bundle is first marked, and removed only on a later install.
+    """
+    now = time.time()
+    for old in os.listdir(bin_dir):
+        path = os.path.join(bin_dir, old)
+        if not old.startswith(".cni-flannel-") or old == current or ".tmp" in old:
+            continue
+        marker = os.path.join(path, SUPERSEDED)
+        try:
+            since = os.path.getmtime(marker)
+        except FileNotFoundError:
+            with open(marker, "w"):
+                pass
+            since = now
+        if now - since >= grace:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def install_conf(text: str, conf_dir: str, conf_name: str, old_name: str) -> str:
@@ -173,7 +197,7 @@ def install_once(args: argparse.Namespace) -> None:
         validate_conflist(cfg[0], cfg[1])  # before anything on the host is touched
         conf_text = cfg[0]
     if not args.skip_binaries:
-        bid = install_binaries(args.source, args.bin_dir)
+        bid = install_binaries(args.source, args.bin_dir, grace=args.grace)
         log(f"installed plugins {', '.join(PLUGINS)} (build {bid}) into {args.bin_dir}")
     if conf_text is not None:
         dest = install_conf(conf_text, args.conf_dir, args.conf_name, args.old_name)
@@ -191,6 +215,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--conf-name", default=os.environ.get("CNI_CONF_NAME", "10-flannel.conflist"))
     p.add_argument("--old-name", default=os.environ.get("CNI_OLD_NAME", "10-flannel.conf"))
     p.add_argument("--skip-binaries", action="store_true")
+    p.add_argument("--grace", type=float, default=60.0,
+                   help="seconds an old bundle is kept after it was replaced (running plugins may use it)")
     p.add_argument("--interval", type=float, default=2.0, help="sidecar: seconds between config checks")
     args = p.parse_args(argv)
     try:

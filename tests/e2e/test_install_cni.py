@@ -103,7 +103,10 @@ def test_reinstall_while_exec_never_sees_a_broken_binary(tmp_path) -> None:
             t.join()
     assert failures == []
     bundles = [n for n in os.listdir(tmp_path / "root/opt/cni/bin") if n.startswith(".cni-flannel-")]
-    assert len(bundles) == 1  # old bundles are cleaned up
+    assert len(bundles) == 9  # the first and 8 rounds: superseded bundles are kept for the grace period
+    assert run_install(tmp_path, "--grace", "0").returncode == 0
+    bundles = [n for n in os.listdir(tmp_path / "root/opt/cni/bin") if n.startswith(".cni-flannel-")]
+    assert len(bundles) == 1  # ... and removed after it
 
 
 @pytest.mark.parametrize("conf,text", [
