@@ -22,6 +22,7 @@ COMMANDS = {
     "install-cni": "cni_flannel.tools.install",
     "demo": "cni_flannel.tools.demo",
     "traffic": "cni_flannel.tools.traffic",
+    "bench": "cni_flannel.tools.bench",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)

@@ -104,13 +104,24 @@ def json_path(parts: Any) -> str:
 
 
 def validate(raw: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Validate against a plugin's JSON schema; code 7 naming the path of the first error."""
-    import jsonschema  # lazy: only verbs that read a config pay for it
+    """Validate against a plugin's JSON schema; code 7 naming the path of the first error.
+
+    The fast subset validator decides; jsonschema is imported only to word an error.
+    """
+    from .schemas import first_error
+    from .trace import span
+
+    with span("schema"):
+        fast = first_error(raw, schema)
+    if fast is None:
+        return
+    import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
-    if error is None:
-        return
+    if error is None:  # cannot happen while the two agree (tests/unit/test_schemas.py)
+        raise CNIError(INVALID_CONFIG, f"invalid network config: field {json_path(fast)}",
+                       "see the plugin's documented options")
     where = json_path(error.absolute_path)
     value = json.dumps(error.instance, default=str)
     if len(value) > 120:

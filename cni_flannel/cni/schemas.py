@@ -4,6 +4,7 @@ Schemas never forbid unknown keys: the spec says they must be passed through.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CIDR = {"type": "string", "minLength": 1, "maxLength": 64, "description": "a CIDR such as 10.1.0.0/24"}
@@ -67,3 +68,59 @@ def valid_attachments(raw: dict[str, Any]) -> set[tuple[str, str]]:
     if items is None:
         items = raw.get("cni.dev/attachments") or []
     return {(str(a.get("containerID", "")), str(a.get("ifname", ""))) for a in items if isinstance(a, dict)}
+
+
+# -- a fast validator for the subset of JSON Schema our schemas use -----------------------------
+#
+# ``import jsonschema`` costs ~125 ms per exec, more than a whole Go plugin call.
+# The hot path validates with this ~50-line subset (type, properties, required,
+# items, enum, minimum, maximum, minLength, maxLength, minItems, pattern); only
+# when it finds an error is jsonschema imported, to word the message.
+# tests/unit/test_schemas.py checks that both agree on every schema.
+
+_TYPES: dict[str, Any] = {
+    "object": dict, "array": list, "string": str, "boolean": bool,
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    check = _TYPES[name]
+    return bool(check(value)) if callable(check) and not isinstance(check, type) else isinstance(value, check)
+
+
+def first_error(value: Any, schema: dict[str, Any], path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """The JSON path of the first violation, or None when ``value`` is valid."""
+    t = schema.get("type")
+    if t is not None and not _is_type(value, t):
+        return path
+    if "enum" in schema and not any(value == e and type(value) is type(e) for e in schema["enum"]):
+        return path
+    if isinstance(value, dict):
+        if any(k not in value for k in schema.get("required", ())):
+            return path
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                err = first_error(value[key], sub, (*path, key))
+                if err is not None:
+                    return err
+    elif isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            return path
+        if "items" in schema:
+            for i, item in enumerate(value):
+                err = first_error(item, schema["items"], (*path, i))
+                if err is not None:
+                    return err
+    elif isinstance(value, str):
+        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 1 << 62):
+            return path
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return path
+    elif _is_type(value, "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            return path
+        if "maximum" in schema and value > schema["maximum"]:
+            return path
+    return None

@@ -128,6 +128,11 @@ def _log_call(plugin: Plugin, environ: Mapping[str, str], conf: NetConf | None, 
     }
     if msg:
         entry["msg"] = msg
+    from .trace import snapshot
+
+    spans = snapshot()
+    if spans:
+        entry["spans"] = spans
     try:
         _append_line(path, json.dumps(entry) + "\n")
     except OSError:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..cni.errors import CNIError
+from ..cni.trace import span
 
 LOCK_PATH = os.environ.get("CNI_FLANNEL_IPTABLES_LOCK", "/run/cni-flannel.iptables.lock")
 WAIT_SECONDS = "10"
@@ -69,7 +70,8 @@ class TableState:
 
 
 def save(family: int, table: str = "nat") -> TableState:
-    proc = subprocess.run([binary(family, "save"), "-t", table], capture_output=True, text=True, check=False)
+    with span("iptables"):
+        proc = subprocess.run([binary(family, "save"), "-t", table], capture_output=True, text=True, check=False)
     state = TableState()
     if proc.returncode != 0:
         if "does not exist" in proc.stderr or "Table does not exist" in proc.stderr:
@@ -130,8 +132,9 @@ class Batch:
     def run(self, family: int) -> None:
         if not self.lines:
             return
-        proc = subprocess.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
-                              input=self.text(), capture_output=True, text=True, check=False)
+        with span("iptables"):
+            proc = subprocess.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
+                                  input=self.text(), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise CNIError(999, f"{binary(family, 'restore')} failed: {proc.stderr.strip()[:400]}",
                            "the rules were not changed; check iptables on this node")

@@ -11,6 +11,7 @@ import sys
 import types
 from typing import Any
 
+from ..cni.trace import span
 from .netns import entered
 
 _IPRoute: Any = None
@@ -19,18 +20,23 @@ _IPRoute: Any = None
 def _iproute_class() -> Any:
     global _IPRoute
     if _IPRoute is None:
-        if "pyroute2" not in sys.modules:
-            spec = importlib.util.find_spec("pyroute2")
-            if spec is not None and spec.submodule_search_locations:
-                pkg = types.ModuleType("pyroute2")
-                pkg.__path__ = list(spec.submodule_search_locations)
-                pkg.__spec__ = spec
-                pkg.__file__ = spec.origin
-                sys.modules["pyroute2"] = pkg
-        from pyroute2.iproute.linux import IPRoute
-
-        _IPRoute = IPRoute
+        with span("import_pyroute2"):
+            _IPRoute = _import_iproute()
     return _IPRoute
+
+
+def _import_iproute() -> Any:
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None and spec.submodule_search_locations:
+            pkg = types.ModuleType("pyroute2")
+            pkg.__path__ = list(spec.submodule_search_locations)
+            pkg.__spec__ = spec
+            pkg.__file__ = spec.origin
+            sys.modules["pyroute2"] = pkg
+    from pyroute2.iproute.linux import IPRoute
+
+    return IPRoute
 
 
 def netlink_errors() -> tuple[type[BaseException], ...]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cni.errors import CNIError
+from ..cni.trace import span
 
 
 def available() -> bool:
@@ -15,7 +16,8 @@ def available() -> bool:
 
 
 def run_script(script: str) -> None:
-    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    with span("nftables"):
+        proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise CNIError(999, f"nft failed: {proc.stderr.strip()[:400]}",
                        "the rules were not changed; check nftables on this node")
@@ -36,7 +38,8 @@ def list_rules(family: str, table: str, chain: str | None = None) -> list[NftRul
     cmd = ["nft", "-j", "list", "chain" if chain else "table", family, table]
     if chain:
         cmd.append(chain)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    with span("nftables"):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return []
     out = []
