@@ -56,6 +56,7 @@ class Side:
     rss: dict[str, int] = field(default_factory=dict)
     ips: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    check_failures: list[str] = field(default_factory=list)
 
     def record(self, key: str, ms: float) -> None:
         self.samples.setdefault(key, []).append(ms)
@@ -204,7 +205,8 @@ def _check(runner: Runner, cid: str, path: str, res: dict[str, Any]) -> tuple[fl
         call = run_plugin(os.path.join(runner.side.bin_dir, ptype), "CHECK", c, cid, path, {})
         calls.append(call)
         if call.rc != 0:
-            runner.side.errors.append(f"CHECK {ptype} {cid}: {call.stdout.decode()[:300]}")
+            msg = json.loads(call.stdout or b"{}").get("msg", call.stdout.decode()[:200])
+            runner.side.check_failures.append(f"{ptype}: {msg}")
     return (time.perf_counter() - start) * 1000, calls
 
 
@@ -317,6 +319,9 @@ def report(sides: list[Side], sizes: dict[str, int], spans: dict[str, float], a:
     print(f"unique IPs: ours {len(set(ours.ips))}/{len(ours.ips)}, go {len(set(go.ips))}/{len(go.ips)}")
     for s in sides:
         print(f"{s.name}: {'no residue, no errors' if not s.errors else 'PROBLEMS: ' + '; '.join(s.errors[:5])}")
+        if s.check_failures:
+            uniq = sorted(set(s.check_failures))
+            print(f"{s.name}: CHECK failed {len(s.check_failures)} times: {'; '.join(uniq)[:400]}")
     print("\nwhere our ADD time goes (median ms, in-plugin; start-up = wall - in-plugin):")
     for k, v in spans.items():
         print(f"  {k:<40} {v:>8.1f}")
