@@ -34,9 +34,9 @@ commands: {', '.join(COMMANDS)}
 
 def run_plugin(name: str) -> int:
     if os.environ.get("CNI_COMMAND") == "VERSION":
-        from cni_flannel.cni.skel import version_response
+        from cni_flannel.cni.version_reply import response
 
-        sys.stdout.write(version_response(sys.stdin.buffer.read()))
+        sys.stdout.write(response(sys.stdin.buffer.read()))
         return 0
     from importlib import import_module
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
 import time
 from dataclasses import replace
 from typing import Any
@@ -59,6 +58,8 @@ def exec_plugin(verb: str, binary: str, conf_bytes: bytes, args: CmdArgs,
     child_env = dict(os.environ if env is None else env)
     child_env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": args.container_id, "CNI_NETNS": args.netns,
                       "CNI_IFNAME": args.ifname, "CNI_ARGS": args.args, "CNI_PATH": os.pathsep.join(args.path)})
+    import subprocess  # only exec'd delegates need it
+
     for attempt in range(TEXT_BUSY_RETRIES):
         try:
             proc = subprocess.run([binary], input=conf_bytes, capture_output=True, env=child_env, check=False)

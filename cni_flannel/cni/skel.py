@@ -41,15 +41,9 @@ class Plugin:
 
 def version_response(stdin: bytes) -> str:
     """VERSION: echo the requested version when we support it (the spec; skel does not)."""
-    requested = CURRENT
-    try:
-        raw = json.loads(stdin) if stdin.strip() else {}
-        if isinstance(raw, dict) and raw.get("cniVersion") in SUPPORTED:
-            requested = raw["cniVersion"]
-    except (ValueError, RecursionError):
-        pass
-    return json.dumps({"cniVersion": requested, "supportedVersions": list(SUPPORTED)},
-                      separators=(",", ":"))
+    from .version_reply import response
+
+    return response(stdin)
 
 
 def run(plugin: Plugin, environ: Mapping[str, str], stdin: IO[bytes], stdout: IO[str],

@@ -52,7 +52,10 @@ def socket_here() -> Any:
 
 
 def socket_in(netns_path: str) -> Any:
-    """An IPRoute socket bound to the namespace at ``netns_path``."""
-    cls = _iproute_class()
+    """An IPRoute socket bound to the namespace at ``netns_path``.
+
+    The namespace is opened first: a DEL for a pod whose netns is gone raises
+    NetnsGone before pyroute2 is ever imported.
+    """
     with entered(netns_path):
-        return cls()
+        return _iproute_class()()

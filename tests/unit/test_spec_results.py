@@ -79,3 +79,17 @@ def test_malformed_result_is_decoding_error() -> None:
     with pytest.raises(CNIError) as exc:
         Result.from_dict({"cniVersion": "1.0.0", "ips": [{"address": "nonsense"}]})
     assert exc.value.code == 6
+
+
+@pytest.mark.parametrize("stdin,expected", [
+    (b'{"cniVersion":"1.0.0"}', "1.0.0"), (b'{ "cniVersion" : "0.3.1" }\n', "0.3.1"),
+    (b'{"cniVersion":"9.9.9"}', "1.1.0"), (b"", "1.1.0"), (b"not json", "1.1.0"),
+    (b'{"name":"x","cniVersion":"0.4.0","plugins":[{"cniVersion":"0.2.0"}]}', "0.4.0"),
+    (b'{"cniVersion":"1.0.0","x":"\\""}', "1.0.0"), (b'{"a":{"cniVersion":"0.2.0"}}', "1.1.0"),
+])
+def test_version_reply_fast_and_slow_paths_agree_with_json(stdin: bytes, expected: str) -> None:
+    from cni_flannel.cni import version
+    from cni_flannel.cni.version_reply import SUPPORTED, response
+
+    assert SUPPORTED == version.SUPPORTED
+    assert json.loads(response(stdin)) == {"cniVersion": expected, "supportedVersions": list(SUPPORTED)}
