@@ -10,13 +10,13 @@ import errno
 import json
 import os
 import time
-from dataclasses import replace
 from typing import Any
 
 from .cni.conf import decode_json, parse_netconf
 from .cni.env import CmdArgs
 from .cni.errors import INTERNAL, INVALID_CONFIG, CNIError
 from .cni.result import Result
+from .records import replace
 
 IN_PROCESS = {
     "bridge": "cni_flannel.plugins.bridge",

@@ -6,9 +6,9 @@ Unknown keys are always kept: the spec says runtimes and plugins pass them throu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from ..records import record
 from .env import ID_PATTERN
 from .errors import DECODING_FAILURE, INVALID_CONFIG, CNIError
 from .result import Result
@@ -17,7 +17,7 @@ from .version import require_supported
 DEFAULT_VERSION = "0.1.0"  # create.DecodeVersion: a config without cniVersion is 0.1.0
 
 
-@dataclass
+@record
 class NetConf:
     raw: dict[str, Any]
     name: str

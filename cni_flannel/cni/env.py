@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from ..records import field, record
 from .errors import INVALID_ENV, INVALID_NETNS, UNKNOWN_CONTAINER, CNIError
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
@@ -24,7 +24,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass
+@record
 class CmdArgs:
     """What the runtime told us, validated; the Python twin of skel.CmdArgs."""
 

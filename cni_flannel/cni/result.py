@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..records import field, record
 from .errors import DECODING_FAILURE, CNIError
 from .version import result_family
 
@@ -20,7 +20,7 @@ _ROUTE_KEYS = ("dst", "gw", "mtu", "advmss", "priority", "table", "scope")
 _DNS_KEYS = ("nameservers", "domain", "search", "options")
 
 
-@dataclass
+@record
 class Interface:
     name: str
     mac: str = ""
@@ -33,7 +33,7 @@ class Interface:
         return {k: getattr(self, k) for k in keys if getattr(self, k)}
 
 
-@dataclass
+@record
 class IPConfig:
     address: str  # "ip/prefix"
     gateway: str = ""
@@ -48,7 +48,7 @@ class IPConfig:
         return self.address.split("/", 1)[0]
 
 
-@dataclass
+@record
 class Route:
     dst: str
     gw: str = ""
@@ -73,7 +73,7 @@ class Route:
         return ":" in self.dst
 
 
-@dataclass
+@record
 class DNS:
     nameservers: list[str] = field(default_factory=list)
     domain: str = ""
@@ -93,7 +93,7 @@ class DNS:
         return not self.to_dict()
 
 
-@dataclass
+@record
 class Result:
     cni_version: str
     interfaces: list[Interface] = field(default_factory=list)

@@ -11,9 +11,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import IO, Any
 
+from ..records import record
 from . import env as cnienv
 from .conf import NetConf, parse_netconf, version_of
 from .errors import INTERNAL, IO_FAILURE, CNIError
@@ -23,7 +23,7 @@ from .version import CURRENT, SUPPORTED, gate_verb
 VerbFunc = Callable[[cnienv.CmdArgs, NetConf], "Result | None"]
 
 
-@dataclass
+@record
 class Plugin:
     name: str
     about: str

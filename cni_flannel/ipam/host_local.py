@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..cni import version as cniversion
 from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
 from ..cni.result import DNS, IPConfig, Result, Route
+from ..records import field, record
 from .ranges import IPAddress, RangeSet, iterate, parse_range_sets
 from .store import Store
 
@@ -22,7 +22,7 @@ ARGS_KNOWN = ("IgnoreUnknown", "IP", "K8S_POD_NAMESPACE", "K8S_POD_NAME",
               "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 
 
-@dataclass
+@record
 class IPAMConfig:
     name: str
     cni_version: str

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ..cni.errors import INVALID_CONFIG, CNIError
+from ..records import record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -20,7 +20,7 @@ def _bad(where: str, msg: str, fix: str) -> CNIError:
     return CNIError(INVALID_CONFIG, f"invalid IPAM config: {where}: {msg}", fix)
 
 
-@dataclass
+@record
 class Range:
     subnet: IPNetwork
     range_start: IPAddress

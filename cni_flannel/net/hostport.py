@@ -7,9 +7,9 @@ nor the netns. All rules of one verb go in as one batch.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..records import field, record
 from . import iptables, nftables
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
@@ -19,7 +19,7 @@ OLD_TOP_SNAT = "CNI-HOSTPORT-SNAT"
 NFT_TABLE = "cni_hostport"
 
 
-@dataclass
+@record
 class Mapping:
     host_port: int
     container_port: int
@@ -27,7 +27,7 @@ class Mapping:
     host_ip: str = ""
 
 
-@dataclass
+@record
 class PortMapSpec:
     network: str
     container_id: str

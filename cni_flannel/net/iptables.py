@@ -15,10 +15,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
+from ..records import field, record
 
 LOCK_PATH = os.environ.get("CNI_FLANNEL_IPTABLES_LOCK", "/run/cni-flannel.iptables.lock")
 WAIT_SECONDS = "10"
@@ -52,7 +52,7 @@ def locked() -> Iterator[None]:
         os.close(fd)
 
 
-@dataclass
+@record
 class TableState:
     """A parsed ``iptables-save -t <table>``: chains and their rules (as argument lists)."""
 
@@ -100,7 +100,7 @@ def quote(args: list[str]) -> str:
     return " ".join(out)
 
 
-@dataclass
+@record
 class Batch:
     """Lines for one iptables-restore --noflush run on one table."""
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from ..records import record
 from .netlink import netlink_errors
 
 
-@dataclass
+@record
 class LinkInfo:
     index: int
     name: str

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
 from typing import Any
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
+from ..records import record
 
 
 def available() -> bool:
@@ -23,7 +23,7 @@ def run_script(script: str) -> None:
                        "the rules were not changed; check nftables on this node")
 
 
-@dataclass
+@record
 class NftRule:
     family: str
     table: str

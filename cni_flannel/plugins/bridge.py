@@ -9,7 +9,6 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delegate
@@ -19,6 +18,7 @@ from ..cni.env import CmdArgs
 from ..cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, CNIError
 from ..cni.result import DNS, Interface, Result, Route
 from ..cni.skel import Plugin
+from ..records import field, record
 
 MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
 ARGS_KNOWN = ("MAC",)
@@ -43,7 +43,7 @@ SCHEMA = schemas.netconf({
 })
 
 
-@dataclass
+@record
 class BridgeConf:
     name: str
     cni_version: str

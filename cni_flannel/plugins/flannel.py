@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import delegate
@@ -20,6 +19,7 @@ from ..cni.env import CmdArgs
 from ..cni.errors import INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
 from ..cni.result import Result
 from ..cni.skel import Plugin
+from ..records import field, record
 
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
@@ -34,7 +34,7 @@ SCHEMA = schemas.netconf({
 
 # -- subnet.env ---------------------------------------------------------------------------------
 
-@dataclass
+@record
 class SubnetEnv:
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     subnet: ipaddress.IPv4Network | None = None
@@ -116,7 +116,7 @@ def load_subnet_env(path: str) -> SubnetEnv:
 
 # -- the delegate config ------------------------------------------------------------------------
 
-@dataclass
+@record
 class FlannelConf:
     name: str
     cni_version: str

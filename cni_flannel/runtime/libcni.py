@@ -10,7 +10,6 @@ import base64
 import glob
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..cni import version as cniversion
@@ -18,6 +17,7 @@ from ..cni.env import CmdArgs, validate_container_id, validate_ifname
 from ..cni.errors import CNIError
 from ..cni.result import Result
 from ..delegate import exec_plugin, find_in_path
+from ..records import field, record
 
 DEFAULT_CACHE_DIR = "/var/lib/cni"
 
@@ -26,7 +26,7 @@ class LibcniError(Exception):
     """A runtime failure, printed as libcni prints it."""
 
 
-@dataclass
+@record
 class PluginConf:
     raw: dict[str, Any]
 
@@ -39,7 +39,7 @@ class PluginConf:
         return caps if isinstance(caps, dict) else {}
 
 
-@dataclass
+@record
 class NetworkConfigList:
     name: str
     cni_version: str
@@ -49,7 +49,7 @@ class NetworkConfigList:
     disable_gc: bool = False
 
 
-@dataclass
+@record
 class RuntimeConf:
     container_id: str
     netns: str

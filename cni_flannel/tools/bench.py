@@ -23,10 +23,10 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..net.netns import _setns
+from ..records import field, record
 from . import topology
 
 GO_DIR = "/usr/lib/cni"
@@ -35,7 +35,7 @@ MAPPINGS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
 DELEGATE = {"forceAddress": True, "bridge": "mycni8", "isDefaultGateway": True}
 
 
-@dataclass
+@record
 class Call:
     wall_ms: float
     cpu_ms: float
@@ -44,7 +44,7 @@ class Call:
     rc: int
 
 
-@dataclass
+@record
 class Side:
     name: str
     bin_dir: str

@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import uuid
-from dataclasses import dataclass, field
+
+from ..records import field, record
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -23,7 +24,7 @@ def in_ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
     return sh("ip", "netns", "exec", ns, *cmd, check=check)
 
 
-@dataclass
+@record
 class Node:
     name: str
     netns: str
@@ -38,7 +39,7 @@ class Node:
         return f"/run/netns/{self.netns}"
 
 
-@dataclass
+@record
 class Lab:
     prefix: str
     network: str
