@@ -217,12 +217,7 @@ def gc(data_dir: str, network: str, valid: set[tuple[str, str]]) -> list[str]:
                 removed.append(name)
             except CNIError as err:
                 errors.append(err.msg)
-        for name in os.listdir(store.dir):  # temp files of a killed ADD
-            if name.startswith(".") and ".tmp" in name:
-                try:
-                    os.unlink(os.path.join(store.dir, name))
-                except OSError:
-                    pass
+        store.remove_stale_temps()  # temp files of a killed ADD
     if errors:
         raise CNIError(5, f"host-local GC: {len(errors)} reservation(s) could not be released",
                        "; ".join(errors))

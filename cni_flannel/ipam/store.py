@@ -39,7 +39,7 @@ def _io_error(path: str, exc: OSError, doing: str) -> CNIError:
 
 def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     """Write via temp file + fsync + rename, so readers see old or new content, never a torn file."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
@@ -146,13 +146,38 @@ class Store:
         return any(content == container_id for _, _, content in self.entries())
 
     def release_by_id(self, container_id: str, ifname: str) -> list[str]:
-        """Remove every reservation of (id, ifname); legacy id-only files if none matched."""
+        """Remove every reservation of (id, ifname); legacy id-only files if none matched.
+
+        Also removes what a killed ADD may have left: its temp reservation files, and
+        temp files of writers that no longer run.
+        """
         entries = list(self.entries())
         key = owner_key(container_id, ifname)
         names = [n for n, _, c in entries if c == key] or [n for n, _, c in entries if c == container_id]
         for name in names:
             self.remove(name)
+        self.remove_stale_temps(key)
         return names
+
+    def remove_stale_temps(self, key: str | None = None) -> None:
+        """Temp files (``.<name>.tmp<pid>``) holding ``key``, or whose writer is gone."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.startswith(".") or ".tmp" not in name:
+                continue
+            pid = name.rsplit(".tmp", 1)[1]
+            path = os.path.join(self.dir, name)
+            try:
+                with open(path, "rb") as f:
+                    content = f.read(4096).decode("utf-8", "replace").strip()
+            except OSError:
+                continue
+            writer_gone = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+            if writer_gone or (key is not None and content == key):
+                _silent_unlink(path)
 
     def remove(self, name: str) -> None:
         try:

@@ -234,10 +234,22 @@ def save(fc: FlannelConf, container_id: str, data: bytes) -> None:
 
 
 def remove_saved(fc: FlannelConf, container_id: str) -> None:
+    """The saved config, and any temp file a killed ADD left while writing it."""
     try:
         os.unlink(_saved_path(fc, container_id))
     except FileNotFoundError:
         pass
+    prefix = f".{container_id}.tmp"
+    try:
+        names = os.listdir(fc.data_dir)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join(fc.data_dir, name))
+            except FileNotFoundError:
+                pass
 
 
 def _warn(msg: str) -> None:
@@ -291,6 +303,7 @@ def cmd_del(args: CmdArgs, conf: NetConf) -> None:
     fc = load_conf(conf)
     loaded = _load_saved(fc, args)
     if loaded is None:
+        remove_saved(fc, args.container_id)  # a temp file of an ADD killed mid-write
         return
     d, data = loaded
     delegate.run("DEL", d["type"], data, args)
