@@ -12,8 +12,10 @@ run_pytest() {
   return "$rc"
 }
 
-echo "== tests from source"
-run_pytest -q tests || exit 1
+echo "== tests from source (unit, integration, e2e)"
+run_pytest -q tests --ignore=tests/reliability || exit 1
+echo "== reliability suite (storms, SIGKILL trials, disks, fuzzing, upgrades); FIGURES lines report the numbers"
+run_pytest -q -s -p no:warnings tests/reliability || exit 1
 
 if [ "${CNI_FLANNEL_SKIP_FROZEN:-}" = 1 ]; then exit 0; fi
 echo "== frozen build"

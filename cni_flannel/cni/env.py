@@ -100,6 +100,9 @@ def from_environ(environ: Mapping[str, str], stdin: bytes = b"") -> CmdArgs:
     if command not in VERBS:
         raise CNIError(INVALID_ENV, f"unknown CNI_COMMAND: {command[:40]}",
                        f"CNI_COMMAND must be one of {', '.join(VERBS)}")
+    for var in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"):
+        if "\0" in environ.get(var, ""):
+            raise CNIError(INVALID_ENV, f"{var} contains a NUL byte", f"pass a plain string in {var}")
     missing = [v for v in REQUIRED[command] if not environ.get(v)]
     # An empty CNI_CONTAINERID is code 3, as skel reports it, when it is the only problem.
     if missing == ["CNI_CONTAINERID"]:

@@ -31,8 +31,12 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-class NetnsGone(Exception):
-    """The namespace path does not exist (any more): DEL treats this as done."""
+class NetnsGone(CNIError):
+    """The namespace path does not exist (any more): DEL treats this as done, ADD as an error."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(INVALID_NETNS, f"network namespace {path!r} (CNI_NETNS) does not exist",
+                         "the container's netns must exist for ADD and CHECK")
 
 
 def open_netns(path: str) -> int:

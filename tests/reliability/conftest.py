@@ -82,8 +82,8 @@ class Node:
         if os.path.isdir(self.flannel_dir):
             found += [f"flannel {n}" for n in os.listdir(self.flannel_dir)]
         nat = self.ns.run("iptables-save", "-t", "nat").stdout
-        found += [f"rule {line}" for line in nat.splitlines() if "CNI-DN-" in line or line.startswith(":CNI-")
-                  and not line.startswith((":CNI-HOSTPORT-",))]
+        found += [f"rule {line}" for line in nat.splitlines() if "CNI-DN-" in line or (line.startswith(":CNI-")
+                  and not line.startswith((":CNI-HOSTPORT-",)))]
         return found
 
 
