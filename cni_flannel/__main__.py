@@ -23,6 +23,7 @@ COMMANDS = {
     "demo": "cni_flannel.tools.demo",
     "traffic": "cni_flannel.tools.traffic",
     "bench": "cni_flannel.tools.bench",
+    "worker": "cni_flannel.runtime.worker",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)
@@ -32,7 +33,14 @@ commands: {', '.join(COMMANDS)}
 """
 
 
-def run_plugin(name: str) -> int:
+def run_plugin(name: str, argv: list[str]) -> int:
+    if os.environ.get("CNI_COMMAND") in ("ADD", "DEL", "CHECK", "GC", "STATUS") and \
+            os.environ.get("CNI_FLANNEL_SERVED_BY") != "worker":
+        from cni_flannel.runtime.worker import try_worker
+
+        code = try_worker(argv)
+        if code is not None:
+            return code
     if os.environ.get("CNI_COMMAND") == "VERSION":
         from cni_flannel.cni.version_reply import response
 
@@ -54,7 +62,7 @@ def dispatch(argv: list[str]) -> int:
             return 2
         name, rest = rest[0], rest[1:]
     if name in PLUGINS:
-        return run_plugin(name)
+        return run_plugin(name, argv)
     if name in COMMANDS:
         from importlib import import_module
 

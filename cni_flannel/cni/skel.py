@@ -120,6 +120,8 @@ def _log_call(plugin: Plugin, environ: Mapping[str, str], conf: NetConf | None, 
         "containerID": environ.get("CNI_CONTAINERID", ""), "ifname": environ.get("CNI_IFNAME", ""),
         "durationMs": round((time.monotonic() - started) * 1000, 2), "outcome": outcome, "code": code,
     }
+    if environ.get("CNI_FLANNEL_SERVED_BY") == "worker":
+        entry["servedBy"] = "worker"
     if msg:
         entry["msg"] = msg
     from .trace import snapshot

@@ -261,7 +261,7 @@ def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
             gws = _calc_gateways(result, n)
             _configure_container(cont_ipr, args.netns, args.ifname, cont.index, result, n.enable_dad)
             if n.is_gw:
-                _setup_gateway(host_ipr, br.index, n, gws)
+                _setup_gateway(host_ipr, br.index, br.mac, n, gws)
             if n.ip_masq:
                 from ..net import ipmasq
 
@@ -303,8 +303,14 @@ def _setup_vlans(ipr: Any, host_index: int, br_index: int, n: BridgeConf) -> Non
                        "this kernel may not support bridge VLAN filtering; remove vlan/vlanTrunk") from None
 
 
-def _setup_gateway(ipr: Any, br_index: int, n: BridgeConf, gws: dict[int, list[Any]]) -> None:
-    from ..net import link, sysctl
+def _setup_gateway(ipr: Any, br_index: int, br_mac: str, n: BridgeConf, gws: dict[int, list[Any]]) -> None:
+    """Gateway addresses, the pinned bridge MAC, forwarding.
+
+    ``br_mac`` is the bridge's MAC from before the port was attached: like Go (which
+    re-sets the MAC it read at that point), we pin the bridge to it, so the bridge
+    keeps its own address instead of adopting the lowest port MAC.
+    """
+    from ..net import sysctl
 
     target_index, target_name = br_index, n.bridge
     if n.vlan:
@@ -314,9 +320,14 @@ def _setup_gateway(ipr: Any, br_index: int, n: BridgeConf, gws: dict[int, list[A
             _ensure_addr(ipr, target_index, target_name, gw, n.force_address)
         if gws[fam]:
             # Pin the bridge MAC: otherwise it follows the lowest port MAC and churns.
-            br = link.by_index(ipr, br_index)
-            if br is not None:
-                ipr.link("set", index=br_index, address=br.mac)
+            # A port-less bridge that had adopted a port's MAC reads 00:00:00:00:00:00,
+            # which cannot be set (Go fails there): pin the MAC it has now instead.
+            if int(br_mac.replace(":", "") or "0", 16) == 0:
+                from ..net import link
+
+                current = link.by_index(ipr, br_index)
+                br_mac = current.mac if current is not None else br_mac
+            ipr.link("set", index=br_index, address=br_mac)
             ok = sysctl.ensure("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
             if not ok:
                 raise CNIError(INVALID_CONFIG, "failed to enable forwarding",

@@ -68,6 +68,7 @@ def test_side_by_side_with_go(make_netns, tmp_path, requires_go) -> None:
         state[who] = {
             "result": normalise(json.dumps(res, indent=1)).replace(cont.path, "NETNS"),
             "bridge": {k: link(node, "cnibr0")[k] for k in ("mtu", "operstate", "flags")},
+            "bridge_keeps_own_mac": res["interfaces"][0]["mac"] != res["interfaces"][1]["mac"],
             "bridge_addrs": addrs(node, "cnibr0"),
             "host_veth": {k: link(node, hostveth)[k] for k in ("mtu", "master", "operstate")},
             "hairpin": link(node, hostveth)["linkinfo"]["info_slave_data"]["hairpin"],

@@ -1,0 +1,308 @@
+"""The optional warm worker: plugin code already imported, one forked child per call.
+
+    cni-flannel worker [--socket /run/cni-flannel/worker.sock]
+
+A plugin binary first tries the socket (``try_worker``, standard library only).
+It sends its argv, env, cwd, stdin and build id, plus over SCM_RIGHTS its stdout,
+stderr and handles to its network and mount namespaces. The worker forks; the
+child enters those namespaces and cwd and runs exactly the in-process code path,
+writing to the caller's stdout/stderr, and returns the exit code.
+
+Protocol on one SOCK_STREAM connection (every message a 4-byte length + payload):
+  client -> request JSON (+ fds)        worker child -> "READY" (or "MISMATCH")
+  client -> "GO"                        worker child -> exit code (decimal)
+Nothing runs before the client's GO, so a client that gave up (timeout) and
+runs the plugin itself can never see it run twice. Correctness never depends
+on the worker: any failure before GO means the client runs in-process.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import socket
+import struct
+import sys
+from typing import Any
+
+DEFAULT_SOCKET = "/run/cni-flannel/worker.sock"
+CONNECT_TIMEOUT = 0.2  # seconds to wait for READY before running in-process
+CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
+
+
+# -- framing ------------------------------------------------------------------------------------
+
+def _send(sock: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
+    data = struct.pack("!I", len(payload)) + payload
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed")
+        buf += chunk
+    return buf
+
+
+def _recv(sock: socket.socket) -> bytes:
+    (n,) = struct.unpack("!I", _recv_exact(sock, 4))
+    if n > 16 << 20:
+        raise ValueError("message too large")
+    return _recv_exact(sock, n)
+
+
+def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[int]]:
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 4, max_fds)
+    if len(msg) < 4:
+        msg += _recv_exact(sock, 4 - len(msg))
+    (n,) = struct.unpack("!I", msg[:4])
+    if n > 16 << 20:
+        raise ValueError("message too large")
+    return _recv_exact(sock, n), list(fds)
+
+
+# -- build identity -----------------------------------------------------------------------------
+
+def build_id() -> str:
+    """Identifies the code: frozen builds carry one; from source, the package files' stats."""
+    override = os.environ.get("CNI_FLANNEL_BUILD_ID")
+    if override:
+        return override
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stamp = os.path.join(here, "BUILD_ID")
+    try:
+        with open(stamp) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    import hashlib
+
+    h = hashlib.sha256()
+    for root, _dirs, files in sorted(os.walk(here)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{root}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return "src-" + h.hexdigest()[:16]
+
+
+# -- client -------------------------------------------------------------------------------------
+
+def socket_path() -> str:
+    return os.environ.get("CNI_FLANNEL_WORKER_SOCKET") or DEFAULT_SOCKET
+
+
+def try_worker(argv: list[str]) -> int | None:
+    """Run this call in the worker; None means "not served, run in-process"."""
+    if os.environ.get("CNI_FLANNEL_WORKER", "").lower() in ("0", "off", "false", "no"):
+        return None
+    path = socket_path()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_uid != 0 and st.st_uid != os.geteuid():
+        return None  # a socket some other user made: never trust it
+    stdin = sys.stdin.buffer.read()
+    sys.stdin = _replay_stdin(stdin)  # in-process fallback reads the same bytes
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT)
+    fds: list[int] = []
+    try:
+        sock.connect(path)
+        fds = [os.open("/proc/self/ns/net", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
+        # marshal: a builtin, so the client imports nothing (json alone costs ~15 ms)
+        request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "build": build_id(), "stdin": stdin}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _send(sock, marshal.dumps(request), [1, 2, *fds])
+        if _recv(sock) != b"READY":
+            return None
+        sock.settimeout(None)  # committed: from GO on, the worker runs the call
+        _send(sock, b"GO")
+    except (OSError, EOFError, ValueError):
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        return int(_recv(sock).decode())
+    except (OSError, EOFError, ValueError):
+        # The worker died while running the call: say so as a CNI error; the runtime retries or DELs.
+        import json
+
+        sys.stdout.write(json.dumps({"cniVersion": "1.1.0", "code": 11,
+                                     "msg": "cni-flannel worker died while running the call",
+                                     "details": "retry; set CNI_FLANNEL_WORKER=off to run plugins in-process"},
+                                    indent=4))
+        return 1
+    finally:
+        sock.close()
+
+
+def _replay_stdin(data: bytes) -> Any:
+    import io
+
+    return io.TextIOWrapper(io.BytesIO(data))
+
+
+# -- worker -------------------------------------------------------------------------------------
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def preload() -> None:
+    """Import everything a call may need, once."""
+    from importlib import import_module
+
+    from ..__main__ import COMMANDS, PLUGINS
+
+    for module in (*PLUGINS.values(), COMMANDS["cnitool"]):
+        import_module(module)
+    for module in ("cni_flannel.net.link", "cni_flannel.net.addr", "cni_flannel.net.ipmasq",
+                   "cni_flannel.net.hostport", "cni_flannel.net.spoofcheck", "cni_flannel.net.sysctl"):
+        import_module(module)
+    from ..net import netlink
+
+    netlink.netlink_errors()  # imports pyroute2's IPRoute and its errors
+    import_module("jsonschema")  # only used to word config errors, but cheap here
+
+
+def serve(path: str) -> int:
+    import signal
+
+    preload()
+    my_build = build_id()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        srv.bind(path)
+    finally:
+        os.umask(old_umask)
+    srv.listen(128)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    stop = {"flag": False}
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+        srv.close()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    sys.stderr.write(f"cni-flannel worker: build {my_build}, listening on {path}\n")
+    sys.stderr.flush()
+    while not stop["flag"]:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            if stop["flag"]:
+                break
+            continue
+        try:
+            if _peer_uid(conn) != 0:
+                conn.close()
+                continue
+            pid = os.fork()
+        except OSError:
+            conn.close()
+            continue
+        if pid == 0:
+            srv.close()
+            code = 1
+            try:
+                code = _child(conn, my_build)
+            finally:
+                os._exit(code)
+        conn.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return 0
+
+
+def _child(conn: socket.socket, my_build: str) -> int:
+    """One call: check, wait for GO, enter the caller's world, run, report the exit code."""
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess.run must be able to wait
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    conn.settimeout(30)
+    payload, fds = _recv_with_fds(conn)
+    request = marshal.loads(payload)  # the peer is root (SO_PEERCRED), on our root-only socket
+    if request.get("build") != my_build or len(fds) != 4:
+        _send(conn, b"MISMATCH")
+        return 0
+    _send(conn, b"READY")
+    if _recv(conn) != b"GO":
+        return 0
+    conn.settimeout(None)
+    from ..cni import trace
+
+    trace._spans.clear()  # the preload's import time is not this call's
+    out_fd, err_fd, net_fd, mnt_fd = fds
+    from ..net.netns import _setns
+
+    _setns(net_fd)
+    _setns_type(mnt_fd, CLONE_NEWNS)
+    os.chdir(request["cwd"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in fds:
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ["CNI_FLANNEL_SERVED_BY"] = "worker"
+    sys.argv = list(request["argv"])
+    sys.stdin = _replay_stdin(request["stdin"])
+    from ..__main__ import dispatch
+
+    try:
+        code = dispatch(sys.argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0) if isinstance(exc.code, int | type(None)) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _send(conn, str(code).encode())
+    return 0
+
+
+def _setns_type(fd: int, nstype: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        # Same mount namespace as ours already (the usual case): nothing to do.
+        if os.stat(f"/proc/self/fd/{fd}").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
+            raise OSError(err, os.strerror(err))
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="worker", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--socket", default=socket_path())
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the worker must run as root", file=sys.stderr)
+        return 1
+    return serve(a.socket)
