@@ -36,7 +36,7 @@ commands: {', '.join(COMMANDS)}
 def run_plugin(name: str, argv: list[str]) -> int:
     if os.environ.get("CNI_COMMAND") in ("ADD", "DEL", "CHECK", "GC", "STATUS") and \
             os.environ.get("CNI_FLANNEL_SERVED_BY") != "worker":
-        from cni_flannel.runtime.worker import try_worker
+        from cni_flannel.runtime.worker_client import try_worker
 
         code = try_worker(argv)
         if code is not None:

@@ -37,3 +37,20 @@ def node(make_netns: Callable[[], Netns]) -> Netns:
 def requires_go() -> None:
     if not have_go_plugins():
         pytest.skip("the Go reference plugins (apt containernetworking-plugins) are not installed")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def expect_worker(tmp_path_factory):
+    """With CNI_FLANNEL_EXPECT_WORKER=1 (scripts/test.sh's worker pass), prove the worker served calls."""
+    if os.environ.get("CNI_FLANNEL_EXPECT_WORKER") != "1":
+        yield
+        return
+    import json
+
+    log = tmp_path_factory.mktemp("worker-log") / "calls.log"
+    os.environ["CNI_FLANNEL_LOG"] = str(log)
+    yield
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    served = sum(1 for x in lines if x.get("servedBy") == "worker")
+    print(f"\nworker pass: {served} of {len(lines)} logged plugin calls were served by the warm worker")
+    assert served > 0, "the worker pass ran no call through the worker"

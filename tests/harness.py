@@ -92,7 +92,7 @@ def run_plugin(command: list[str], verb: str, conf: dict[str, Any] | bytes | str
                container_id: str = "c1", netns: str = "", ifname: str = "eth0", cni_args: str = "",
                cni_path: str | None = None, node: Netns | None = None,
                extra_env: dict[str, str] | None = None, timeout: float = 60) -> Outcome:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k == "CNI_FLANNEL_BIN"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k.startswith("CNI_FLANNEL_")}
     env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
                 "CNI_IFNAME": ifname, "CNI_ARGS": cni_args,
                 "CNI_PATH": cni_path if cni_path is not None else (our_bin_dir() or GO_CNI_DIR),
@@ -156,10 +156,18 @@ def plugin_dir(tmp: str) -> str:
 
 def cnitool(verb: str, net: str, netns: str, *, conf_dir: str, bin_dir: str, cache_dir: str,
             node: Netns | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k.startswith("CNI_FLANNEL_")}
     e.update({"NETCONFPATH": conf_dir, "CNI_PATH": bin_dir, "CNI_CACHE_DIR": cache_dir, "PYTHONPATH": REPO})
     e.update(env or {})
     cmd = [os.path.join(bin_dir, "cnitool"), verb, net] + ([netns] if netns else [])
     if node is not None:
         cmd = ["ip", "netns", "exec", node.name, *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=120)
+
+
+def our_program(*args: str) -> list[str]:
+    """The multi-call program itself (not a plugin name), with a command and its arguments."""
+    bin_dir = our_bin_dir()
+    if bin_dir:
+        return [os.path.realpath(os.path.join(bin_dir, "flannel")), *args]
+    return [sys.executable, "-m", "cni_flannel", *args]

@@ -122,6 +122,10 @@ def _log_call(plugin: Plugin, environ: Mapping[str, str], conf: NetConf | None, 
     }
     if environ.get("CNI_FLANNEL_SERVED_BY") == "worker":
         entry["servedBy"] = "worker"
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # in a worker child: since its fork
+    entry["cpuMs"] = round((ru.ru_utime + ru.ru_stime) * 1000, 1)
     if msg:
         entry["msg"] = msg
     from .trace import snapshot

@@ -9,11 +9,12 @@ child enters those namespaces and cwd and runs exactly the in-process code path,
 writing to the caller's stdout/stderr, and returns the exit code.
 
 Protocol on one SOCK_STREAM connection (every message a 4-byte length + payload):
-  client -> request JSON (+ fds)        worker child -> "READY" (or "MISMATCH")
-  client -> "GO"                        worker child -> exit code (decimal)
+  client -> request (marshal)           worker child -> "READY" (or "MISMATCH")
+  client -> "GO" + 4 fds                worker child -> exit code (decimal)
 Nothing runs before the client's GO, so a client that gave up (timeout) and
-runs the plugin itself can never see it run twice. Correctness never depends
-on the worker: any failure before GO means the client runs in-process.
+runs the plugin itself can never see it run twice. The fds travel only with GO:
+a hung worker must not hold the runtime's stdout pipe open. Correctness never
+depends on the worker: any failure before GO means the client runs in-process.
 """
 from __future__ import annotations
 
@@ -24,36 +25,11 @@ import struct
 import sys
 from typing import Any
 
-DEFAULT_SOCKET = "/run/cni-flannel/worker.sock"
-CONNECT_TIMEOUT = 0.2  # seconds to wait for READY before running in-process
+from .worker_client import build_id, socket_path
+from .worker_client import recv as _recv
+from .worker_client import send as _send
+
 CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
-
-
-# -- framing ------------------------------------------------------------------------------------
-
-def _send(sock: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
-    data = struct.pack("!I", len(payload)) + payload
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.sendall(data)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed")
-        buf += chunk
-    return buf
-
-
-def _recv(sock: socket.socket) -> bytes:
-    (n,) = struct.unpack("!I", _recv_exact(sock, 4))
-    if n > 16 << 20:
-        raise ValueError("message too large")
-    return _recv_exact(sock, n)
 
 
 def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[int]]:
@@ -66,83 +42,10 @@ def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[i
     return _recv_exact(sock, n), list(fds)
 
 
-# -- build identity -----------------------------------------------------------------------------
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    from .worker_client import recv_exact
 
-def build_id() -> str:
-    """Identifies the code: frozen builds carry one; from source, the package files' stats."""
-    override = os.environ.get("CNI_FLANNEL_BUILD_ID")
-    if override:
-        return override
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    stamp = os.path.join(here, "BUILD_ID")
-    try:
-        with open(stamp) as f:
-            return f.read().strip()
-    except OSError:
-        pass
-    import hashlib
-
-    h = hashlib.sha256()
-    for root, _dirs, files in sorted(os.walk(here)):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(root, name))
-                h.update(f"{root}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return "src-" + h.hexdigest()[:16]
-
-
-# -- client -------------------------------------------------------------------------------------
-
-def socket_path() -> str:
-    return os.environ.get("CNI_FLANNEL_WORKER_SOCKET") or DEFAULT_SOCKET
-
-
-def try_worker(argv: list[str]) -> int | None:
-    """Run this call in the worker; None means "not served, run in-process"."""
-    if os.environ.get("CNI_FLANNEL_WORKER", "").lower() in ("0", "off", "false", "no"):
-        return None
-    path = socket_path()
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if st.st_uid != 0 and st.st_uid != os.geteuid():
-        return None  # a socket some other user made: never trust it
-    stdin = sys.stdin.buffer.read()
-    sys.stdin = _replay_stdin(stdin)  # in-process fallback reads the same bytes
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(CONNECT_TIMEOUT)
-    fds: list[int] = []
-    try:
-        sock.connect(path)
-        fds = [os.open("/proc/self/ns/net", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
-        # marshal: a builtin, so the client imports nothing (json alone costs ~15 ms)
-        request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "build": build_id(), "stdin": stdin}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        _send(sock, marshal.dumps(request), [1, 2, *fds])
-        if _recv(sock) != b"READY":
-            return None
-        sock.settimeout(None)  # committed: from GO on, the worker runs the call
-        _send(sock, b"GO")
-    except (OSError, EOFError, ValueError):
-        return None
-    finally:
-        for fd in fds:
-            os.close(fd)
-    try:
-        return int(_recv(sock).decode())
-    except (OSError, EOFError, ValueError):
-        # The worker died while running the call: say so as a CNI error; the runtime retries or DELs.
-        import json
-
-        sys.stdout.write(json.dumps({"cniVersion": "1.1.0", "code": 11,
-                                     "msg": "cni-flannel worker died while running the call",
-                                     "details": "retry; set CNI_FLANNEL_WORKER=off to run plugins in-process"},
-                                    indent=4))
-        return 1
-    finally:
-        sock.close()
+    return recv_exact(sock, n)  # type: ignore[arg-type]
 
 
 def _replay_stdin(data: bytes) -> Any:
@@ -167,6 +70,8 @@ def preload() -> None:
 
     for module in (*PLUGINS.values(), COMMANDS["cnitool"]):
         import_module(module)
+    import ctypes  # noqa: F401 - the child's setns of the mount namespace uses it
+
     for module in ("cni_flannel.net.link", "cni_flannel.net.addr", "cni_flannel.net.ipmasq",
                    "cni_flannel.net.hostport", "cni_flannel.net.spoofcheck", "cni_flannel.net.sysctl"):
         import_module(module)
@@ -243,13 +148,13 @@ def _child(conn: socket.socket, my_build: str) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     conn.settimeout(30)
-    payload, fds = _recv_with_fds(conn)
-    request = marshal.loads(payload)  # the peer is root (SO_PEERCRED), on our root-only socket
-    if request.get("build") != my_build or len(fds) != 4:
+    request = marshal.loads(_recv(conn))  # the peer is root (SO_PEERCRED), on our root-only socket
+    if request.get("build") != my_build:
         _send(conn, b"MISMATCH")
         return 0
     _send(conn, b"READY")
-    if _recv(conn) != b"GO":
+    go, fds = _recv_with_fds(conn)
+    if go != b"GO" or len(fds) != 4:
         return 0
     conn.settimeout(None)
     from ..cni import trace

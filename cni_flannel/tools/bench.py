@@ -57,6 +57,7 @@ class Side:
     ips: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     check_failures: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def record(self, key: str, ms: float) -> None:
         self.samples.setdefault(key, []).append(ms)
@@ -102,7 +103,7 @@ class Runner:
             if verb == "CHECK" and prev is not None:
                 c["prevResult"] = prev
             call = run_plugin(os.path.join(self.side.bin_dir, ptype), verb, c, cid, netns,
-                              {"CNI_FLANNEL_LOG": self.log})
+                              {"CNI_FLANNEL_LOG": self.log, **self.side.env})
             calls.append(call)
             self.side.rss[ptype] = max(self.side.rss.get(ptype, 0), call.maxrss_kb)
             if call.rc != 0:
@@ -135,7 +136,12 @@ def make_sides(bundle_bin: str, work: str, lab_nodes: list[str]) -> list[Side]:
     fc = FlannelConf(name="cbr0", cni_version="1.0.0", subnet_file=env_path, data_dir="", delegate=dict(DELEGATE),
                      ipam={"dataDir": os.path.join(work, "go", "networks")}, runtime_config=None)
     go_bridge = build_delegate(fc, load_subnet_env(env_path))
-    return [Side("ours", bundle_bin, lab_nodes[0], work, [("flannel", ours_flannel), ("portmap", portmap)]),
+    worker_flannel = dict(ours_flannel, dataDir=os.path.join(work, "worker", "flannel"),
+                          ipam={"dataDir": os.path.join(work, "worker", "networks")})
+    return [Side("ours", bundle_bin, lab_nodes[0], work, [("flannel", ours_flannel), ("portmap", portmap)],
+                 env={"CNI_FLANNEL_WORKER": "off"}),
+            Side("worker", bundle_bin, lab_nodes[2], work, [("flannel", worker_flannel), ("portmap", portmap)],
+                 env={"CNI_FLANNEL_WORKER_SOCKET": os.path.join(work, "run", "worker.sock")}),
             Side("go", GO_DIR, lab_nodes[1], work, [("bridge", go_bridge), ("portmap", portmap)])]
 
 
@@ -166,7 +172,7 @@ def bench_side(side: Side, runs: int, concurrency: int, log: str) -> None:
             side.record("DEL", ms)
             subprocess.run(["ip", "netns", "delete", pod], check=True)
             v = run_plugin(os.path.join(side.bin_dir, side.chain[0][0]), "VERSION", {"cniVersion": "1.0.0"}, "",
-                           "", {})
+                           "", side.env)
             side.record("VERSION", v.wall_ms)
         # concurrency: N pods at once, then N DELs at once
         pods = [f"{side.node}-c{i}" for i in range(concurrency)]
@@ -202,12 +208,29 @@ def _check(runner: Runner, cid: str, path: str, res: dict[str, Any]) -> tuple[fl
     calls = []
     for ptype, conf in runner.side.chain:
         c = dict(conf, cniVersion="1.0.0", prevResult=res)
-        call = run_plugin(os.path.join(runner.side.bin_dir, ptype), "CHECK", c, cid, path, {})
+        call = run_plugin(os.path.join(runner.side.bin_dir, ptype), "CHECK", c, cid, path, runner.side.env)
         calls.append(call)
         if call.rc != 0:
             msg = json.loads(call.stdout or b"{}").get("msg", call.stdout.decode()[:200])
             runner.side.check_failures.append(f"{ptype}: {msg}")
     return (time.perf_counter() - start) * 1000, calls
+
+
+def add_worker_cpu(side: Side, log: str) -> None:
+    """The worker's forked children are not our children: add their CPU (logged per call) per pod."""
+    per: dict[tuple[str, str], float] = {}
+    try:
+        with open(log) as f:
+            for line in f:
+                e = json.loads(line)
+                if e.get("servedBy") == "worker":
+                    key = (e["verb"], e["containerID"])
+                    per[key] = per.get(key, 0.0) + e.get("cpuMs", 0.0)
+    except OSError:
+        return
+    for verb in ("ADD", "DEL"):
+        cids = [f"bench-{side.name}-{i}" for i in range(len(side.cpu.get(verb, [])))]
+        side.cpu[verb] = [c + per.get((verb, cid), 0.0) for c, cid in zip(side.cpu.get(verb, []), cids, strict=True)]
 
 
 def residue(side: Side) -> list[str]:
@@ -273,16 +296,29 @@ def main(argv: list[str]) -> int:
         from .install import install_binaries
 
         install_binaries(os.path.abspath(a.bundle), bin_dir)
-        for role in ("ours", "go"):
+        for role in ("ours", "go", "worker"):
             ns = f"{prefix}-{role}"
             subprocess.run(["ip", "netns", "add", ns], check=True)
             made.append(ns)
             subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         sides = make_sides(bin_dir, work, made)
         log = os.path.join(work, "calls.log")
-        for side in sides:
-            print(f"== {side.name}: {a.runs} sequential pods, then {a.concurrency} concurrent", file=sys.stderr)
-            bench_side(side, a.runs, a.concurrency, log if side.name == "ours" else os.devnull)
+        sock = sides[1].env["CNI_FLANNEL_WORKER_SOCKET"]
+        worker = subprocess.Popen([os.path.realpath(os.path.join(bin_dir, "flannel")), "worker", "--socket", sock],
+                                  stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        try:
+            for side in sides:
+                print(f"== {side.name}: {a.runs} sequential pods, then {a.concurrency} concurrent", file=sys.stderr)
+                bench_side(side, a.runs, a.concurrency, log if side.name == "ours" else
+                           os.path.join(work, "worker-calls.log") if side.name == "worker" else os.devnull)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=10)
+        add_worker_cpu(sides[1], os.path.join(work, "worker-calls.log"))
         sizes = {"ours": du(bin_dir), "go": sum(os.path.getsize(os.path.join(GO_DIR, n))
                                                 for n in ("bridge", "host-local", "portmap", "loopback"))}
         report(sides, sizes, breakdown(log), a)
@@ -297,26 +333,33 @@ def main(argv: list[str]) -> int:
 
 
 def report(sides: list[Side], sizes: dict[str, int], spans: dict[str, float], a: argparse.Namespace) -> None:
-    ours, go = sides
-    rows: list[tuple[str, float, float]] = []
+    ours, wk, go = sides
+    rows: list[tuple[str, float, float, float]] = []
+
+    def triple(f: Any) -> tuple[float, float, float]:
+        return f(ours), f(wk), f(go)
+
     for key in ("ADD", "CHECK", "DEL", "VERSION", "ADD concurrent", "DEL concurrent"):
         for p in (50, 95):
-            rows.append((f"{key} p{p} (ms)", pct(ours.samples.get(key, []), p), pct(go.samples.get(key, []), p)))
+            rows.append((f"{key} p{p} (ms)", *triple(lambda s, k=key, q=p: pct(s.samples.get(k, []), q))))
     for key in (f"ADD x{a.concurrency} wall", f"DEL x{a.concurrency} wall"):
-        rows.append((f"{key} (ms)", ours.samples.get(key, [float('nan')])[0], go.samples.get(key, [float('nan')])[0]))
+        rows.append((f"{key} (ms)", *triple(lambda s, k=key: s.samples.get(k, [float("nan")])[0])))
     for key in ("ADD", "DEL"):
-        rows.append((f"CPU per pod {key} (ms)", statistics.median(ours.cpu.get(key, [0])),
-                     statistics.median(go.cpu.get(key, [0]))))
+        rows.append((f"CPU per pod {key} (ms)", *triple(lambda s, k=key: statistics.median(s.cpu.get(k, [0])))))
     for (po, _), (pg, _) in zip(ours.chain, go.chain, strict=True):
-        rows.append((f"peak RSS {po} / {pg} (MB)", ours.rss.get(po, 0) / 1024, go.rss.get(pg, 0) / 1024))
-    rows.append(("installed size (MB)", sizes["ours"] / 1e6, sizes["go"] / 1e6))
-    print(f"\n{'figure':<34} {'ours':>10} {'go':>10} {'ours/go':>8}")
-    for name, o, g in rows:
-        ratio = o / g if g else float("nan")
-        print(f"{name:<34} {o:>10.1f} {g:>10.1f} {ratio:>8.2f}")
+        rows.append((f"peak RSS {po} / {pg} (MB)", ours.rss.get(po, 0) / 1024, wk.rss.get(po, 0) / 1024,
+                     go.rss.get(pg, 0) / 1024))
+    rows.append(("installed size (MB)", sizes["ours"] / 1e6, sizes["ours"] / 1e6, sizes["go"] / 1e6))
+    print(f"\n{'figure':<30} {'ours':>9} {'+worker':>9} {'go':>9} {'ours/go':>8} {'wkr/go':>7}")
+    for name, o, w, g in rows:
+        print(f"{name:<30} {o:>9.1f} {w:>9.1f} {g:>9.1f} {o / g if g else float('nan'):>8.2f} "
+              f"{w / g if g else float('nan'):>7.2f}")
+    print("\n+worker: the same frozen binaries with the warm worker on (cni-flannel worker); its CPU per pod is")
+    print("the plugin processes' plus the worker children's (logged per call by each child).")
     print("\nGo chain: Debian /usr/lib/cni bridge (execs host-local) + portmap; there is no Go flannel in Debian,")
     print("so the Go side is spared one exec. Ours: flannel (bridge + host-local in-process) + portmap.")
-    print(f"unique IPs: ours {len(set(ours.ips))}/{len(ours.ips)}, go {len(set(go.ips))}/{len(go.ips)}")
+    print(f"unique IPs: ours {len(set(ours.ips))}/{len(ours.ips)}, worker {len(set(wk.ips))}/{len(wk.ips)}, "
+          f"go {len(set(go.ips))}/{len(go.ips)}")
     for s in sides:
         print(f"{s.name}: {'no residue, no errors' if not s.errors else 'PROBLEMS: ' + '; '.join(s.errors[:5])}")
         if s.check_failures:

@@ -218,6 +218,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--grace", type=float, default=60.0,
                    help="seconds an old bundle is kept after it was replaced (running plugins may use it)")
     p.add_argument("--interval", type=float, default=2.0, help="sidecar: seconds between config checks")
+    p.add_argument("--worker", action="store_true", default=os.environ.get("CNI_FLANNEL_WORKER_MODE") == "1",
+                   help="sidecar: also run the warm worker (see README, 'Warm worker')")
+    p.add_argument("--worker-socket", default=os.environ.get("CNI_FLANNEL_WORKER_SOCKET",
+                                                             "/run/cni-flannel/worker.sock"))
     args = p.parse_args(argv)
     try:
         install_once(args)
@@ -242,6 +246,14 @@ def sidecar(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     last = read_config(args.config_file)
+    worker = None
+    if args.worker:
+        import subprocess
+
+        from .traffic import self_command
+
+        worker = subprocess.Popen([*self_command(), "worker", "--socket", args.worker_socket])
+        log(f"sidecar: started the warm worker on {args.worker_socket} (pid {worker.pid})")
     log("sidecar: watching for config changes")
     while not stop["flag"]:
         time.sleep(args.interval)
@@ -256,5 +268,8 @@ def sidecar(args: argparse.Namespace) -> int:
                 last = current
             except (InstallError, OSError) as exc:
                 log(f"error: {exc}; keeping the installed config")
+    if worker is not None:
+        worker.terminate()
+        worker.wait(timeout=10)
     log("sidecar: stopping")
     return 0

@@ -172,3 +172,25 @@ def test_manifest_validates_against_kubernetes_schemas() -> None:
     containers = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
     assert {"--ip-masq", "--kube-subnet-mgr"} <= set(containers["kube-flannel"]["args"])
     assert "install-cni" in containers
+
+
+def test_sidecar_runs_the_worker_and_stops_it(tmp_path) -> None:
+    cfg = tmp_path / "cni-conf.json"
+    cfg.write_text(json.dumps(SEED))
+    sock = tmp_path / "run" / "worker.sock"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e["PYTHONPATH"] = REPO
+    proc = subprocess.Popen([sys.executable, "-m", "cni_flannel", "install-cni", "--mode", "sidecar", "--worker",
+                             "--worker-socket", str(sock), "--interval", "0.2", "--config-file", str(cfg),
+                             "--source", bundle(tmp_path), "--bin-dir", str(tmp_path / "bin"),
+                             "--conf-dir", str(tmp_path / "net.d")], env=e, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert sock.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "started the warm worker" in err
+    assert not sock.exists()  # the worker removed its socket on SIGTERM

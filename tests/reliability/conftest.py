@@ -49,7 +49,7 @@ class Node:
         return c
 
     def run(self, plugin: str, verb: str, conf: dict, cid: str, netns: str) -> subprocess.CompletedProcess[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k == "CNI_FLANNEL_BIN"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k.startswith("CNI_FLANNEL_")}
         env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
                     "CNI_PATH": self.bin_dir, "PYTHONPATH": REPO, "CNI_ARGS": "IgnoreUnknown=1"})
         return subprocess.run(["ip", "netns", "exec", self.ns.name, *our_command(plugin)],

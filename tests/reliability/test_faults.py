@@ -14,7 +14,7 @@ from harness import REPO, delete_netns, new_netns, our_command
 
 
 def _popen(node, plugin: str, verb: str, conf: dict, cid: str, netns: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k == "CNI_FLANNEL_BIN"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_") or k.startswith("CNI_FLANNEL_")}
     env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
                 "CNI_PATH": node.bin_dir, "PYTHONPATH": REPO})
     # exec the plugin inside the node namespace without an intermediate process, so SIGKILL hits it
