@@ -183,9 +183,8 @@ class IptablesHostPort:
                 if not state.find(entry_chain, top):
                     b.append(entry_chain, top)
             # The container chain is rewritten whole, so a repeated ADD converges.
-            for old in state.chain_rules(TOP_DNAT):
-                if old[-2:] == ["-j", chain]:
-                    b.delete(TOP_DNAT, old)
+            for old in state.jumps_to(TOP_DNAT, chain):
+                b.delete(TOP_DNAT, old)
             b.new_chain(chain)
             for rule in rules:
                 b.append(chain, rule)
@@ -205,9 +204,8 @@ class IptablesHostPort:
                 for name, entry_chains in ((chain, (TOP_DNAT, "PREROUTING", "OUTPUT")),
                                            (old_snat, (OLD_TOP_SNAT, "POSTROUTING"))):
                     for ec in entry_chains:
-                        for rule in state.chain_rules(ec):
-                            if rule[-2:] == ["-j", name]:
-                                b.delete(ec, rule)
+                        for rule in state.jumps_to(ec, name):
+                            b.delete(ec, rule)
                     if state.has_chain(name):
                         b.flush(name)
                         b.delete_chain(name)

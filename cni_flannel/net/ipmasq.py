@@ -74,9 +74,8 @@ class IptablesMasq:
                     continue
                 state = iptables.save(fam)
                 batch = iptables.Batch()
-                for rule in state.chain_rules("POSTROUTING"):
-                    if rule[-2:] == ["-j", chain]:
-                        batch.delete("POSTROUTING", rule)
+                for rule in state.jumps_to("POSTROUTING", chain):
+                    batch.delete("POSTROUTING", rule)
                 if state.has_chain(chain):
                     batch.flush(chain)
                     batch.delete_chain(chain)

@@ -54,19 +54,34 @@ def locked() -> Iterator[None]:
 
 @record
 class TableState:
-    """A parsed ``iptables-save -t <table>``: chains and their rules (as argument lists)."""
+    """A parsed ``iptables-save -t <table>``: chains and their rules (as argument lists).
+
+    Rules are split into arguments (shlex, slow in pure Python) only for the chains
+    a caller asks about: a busy node's nat table holds thousands of rules.
+    """
 
     chains: set[str] = field(default_factory=set)
+    raw: dict[str, list[str]] = field(default_factory=dict)
     rules: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def has_chain(self, name: str) -> bool:
         return name in self.chains
 
     def chain_rules(self, name: str) -> list[list[str]]:
-        return self.rules.get(name, [])
+        if name not in self.rules:
+            self.rules[name] = [shlex.split(line)[2:] for line in self.raw.get(name, [])]
+        return self.rules[name]
 
     def find(self, chain: str, rule: list[str]) -> bool:
-        return rule in self.chain_rules(chain)
+        if chain in self.rules:
+            return rule in self.rules[chain]
+        hint = rule[-1] if rule else ""  # parse only lines that can match
+        return any(shlex.split(line)[2:] == rule for line in self.raw.get(chain, []) if hint in line)
+
+    def jumps_to(self, chain: str, target: str) -> list[list[str]]:
+        """Rules of ``chain`` that end in ``-j target``."""
+        suffix = f" -j {target}"
+        return [shlex.split(line)[2:] for line in self.raw.get(chain, []) if line.endswith(suffix)]
 
 
 def save(family: int, table: str = "nat") -> TableState:
@@ -80,12 +95,9 @@ def save(family: int, table: str = "nat") -> TableState:
                        "check that iptables works on this node (nf_tables or legacy backend)")
     for line in proc.stdout.splitlines():
         if line.startswith(":"):
-            name = line[1:].split(" ", 1)[0]
-            state.chains.add(name)
-            state.rules.setdefault(name, [])
+            state.chains.add(line[1:].split(" ", 1)[0])
         elif line.startswith("-A "):
-            parts = shlex.split(line)
-            state.rules.setdefault(parts[1], []).append(parts[2:])
+            state.raw.setdefault(line[3:].split(" ", 1)[0], []).append(line)
     return state
 
 
