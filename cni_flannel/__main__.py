@@ -24,6 +24,7 @@ COMMANDS = {
     "traffic": "cni_flannel.tools.traffic",
     "bench": "cni_flannel.tools.bench",
     "worker": "cni_flannel.runtime.worker",
+    "doctor": "cni_flannel.tools.doctor",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)

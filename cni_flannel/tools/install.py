@@ -207,7 +207,8 @@ def install_once(args: argparse.Namespace) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="install-cni", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["init", "sidecar"], default=os.environ.get("INSTALL_MODE", "init"))
+    p.add_argument("--mode", choices=["init", "sidecar", "doctor"], default=os.environ.get("INSTALL_MODE", "init"),
+                   help="doctor: check the host's CNI setup (the same as `cni-flannel doctor`) and exit")
     p.add_argument("--bin-dir", default=os.environ.get("CNI_BIN_DIR", "/host/opt/cni/bin"))
     p.add_argument("--conf-dir", default=os.environ.get("CNI_CONF_DIR", "/host/etc/cni/net.d"))
     p.add_argument("--source", default=os.environ.get("CNI_FLANNEL_BUNDLE") or _default_source())
@@ -222,7 +223,13 @@ def main(argv: list[str]) -> int:
                    help="sidecar: also run the warm worker (see README, 'Warm worker')")
     p.add_argument("--worker-socket", default=os.environ.get("CNI_FLANNEL_WORKER_SOCKET",
                                                              "/run/cni-flannel/worker.sock"))
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if args.mode == "doctor":
+        from .doctor import main as doctor_main
+
+        return doctor_main(["--conf-dir", args.conf_dir, "--bin-dir", args.bin_dir, *rest])
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         install_once(args)
     except InstallError as exc:
