@@ -8,5 +8,8 @@ if [ "${CNI_FLANNEL_SKIP_APT:-}" != 1 ]; then
   apt-get install -y -qq --no-install-recommends \
     iproute2 iptables nftables conntrack containernetworking-plugins \
     iputils-ping netcat-openbsd procps util-linux binutils >/dev/null
+  # real clients for tests/runtimes: podman 4.3 with runc, and busybox for the test image
+  apt-get install -y -qq --no-install-recommends podman runc conmon uidmap busybox-static \
+    golang-github-containers-common >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,build]'

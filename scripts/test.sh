@@ -25,7 +25,7 @@ trap 'rm -rf "$bin_dir"' EXIT
 dist/cni-flannel/cni-flannel install-cni --source dist/cni-flannel --bin-dir "$bin_dir/bin" \
   --conf-dir "$bin_dir/net.d" || exit 1
 echo "== kernel and end-to-end tests against the frozen binaries in $bin_dir/bin"
-CNI_FLANNEL_BIN="$bin_dir/bin" run_pytest -q tests/integration tests/e2e || exit 1
+CNI_FLANNEL_BIN="$bin_dir/bin" run_pytest -q tests/integration tests/e2e tests/runtimes || exit 1
 
 echo "== the same end-to-end tests with the warm worker on"
 sock="$bin_dir/worker/worker.sock"
