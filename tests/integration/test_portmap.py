@@ -88,7 +88,11 @@ def test_capitalised_keys_from_containerd(lab) -> None:
         assert request(outside, "192.0.2.1", 18083).startswith("ctrd")
 
 
-def test_iptables_rules_identical_to_go(make_netns, requires_go) -> None:
+@pytest.mark.parametrize("options", [
+    {}, {"masqAll": True}, {"snat": False}, {"markMasqBit": 5}, {"externalSetMarkChain": "KUBE-MARK-MASQ"},
+    {"conditionsV4": ["!", "-s", "10.9.9.0/24"]},
+], ids=["default", "masqAll", "no-snat", "markMasqBit", "externalSetMarkChain", "conditionsV4"])
+def test_iptables_rules_identical_to_go(make_netns, requires_go, options) -> None:
     prev = {"cniVersion": "0.3.1", "interfaces": [{"name": "pmbr0"}, {"name": "veth1"},
                                                   {"name": "eth0", "sandbox": "/run/netns/x"}],
             "ips": [{"version": "4", "interface": 2, "address": "10.88.0.5/24", "gateway": "10.88.0.1"}]}
@@ -98,11 +102,21 @@ def test_iptables_rules_identical_to_go(make_netns, requires_go) -> None:
         node.run("ip", "link", "add", "pmbr0", "type", "bridge")
         node.run("ip", "addr", "add", "10.88.0.1/24", "dev", "pmbr0")
         node.run("ip", "link", "set", "pmbr0", "up")
-        out = runner("portmap", "ADD", portmap_conf(prev, version="0.3.1"), container_id="same", netns="/x",
-                     node=node)
+        if "externalSetMarkChain" in options:
+            node.run("iptables", "-t", "nat", "-N", "KUBE-MARK-MASQ")
+        maps = [*MAPS, {"hostPort": 8083, "containerPort": 83, "protocol": "sctp"}]
+        out = runner("portmap", "ADD", portmap_conf(prev, maps, version="0.3.1", **options), container_id="same",
+                     netns="/x", node=node)
         assert out.ok, out
         state[who] = (iptables_nat(node), iptables_nat(node, 6), json.loads(out.stdout),
                       sysctl(node, "net/ipv4/conf/pmbr0/route_localnet"))
+    if options.get("masqAll"):
+        # Debian's Go portmap (1.1.1) predates masqAll: check the reference's HEAD rules instead
+        ours_rules = state["ours"][0]
+        assert any(r.endswith("-p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK") and " -s " not in r
+                   for r in ours_rules)  # -s 0.0.0.0/0: any source
+        assert not any("-s 127.0.0.1/32" in r for r in ours_rules)
+        return
     assert state["ours"] == state["go"]
 
 
