@@ -8,8 +8,11 @@ if [ "${CNI_FLANNEL_SKIP_APT:-}" != 1 ]; then
   apt-get install -y -qq --no-install-recommends \
     iproute2 iptables nftables conntrack containernetworking-plugins \
     iputils-ping netcat-openbsd procps util-linux binutils >/dev/null
-  # real clients for tests/runtimes: podman 4.3 with runc, and busybox for the test image
+  # real clients for tests/runtimes: podman 4.3 and containerd 1.6 with runc, busybox for the test
+  # image. The tests start their own containerd: keep apt from starting the packaged one.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends podman runc conmon uidmap busybox-static \
-    golang-github-containers-common >/dev/null
+    golang-github-containers-common containerd >/dev/null
+  rm -f /usr/sbin/policy-rc.d
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,build]'
