@@ -511,7 +511,8 @@ def cmd_gc(args: CmdArgs, conf: NetConf) -> None:
     if n.ipam_type:
         _ipam("GC", n, args)
     if errors:
-        raise CNIError(999, "bridge GC failed: " + "; ".join(errors), "the rules above were left in place; check iptables/nft on the node and retry GC")
+        raise CNIError(999, "bridge GC failed: " + "; ".join(errors),
+                       "those rules were left in place; check iptables/nft on the node and retry GC")
 
 
 def cmd_status(args: CmdArgs, conf: NetConf) -> None:
