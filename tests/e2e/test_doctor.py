@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -144,3 +145,30 @@ def test_install_cni_doctor_mode(lab) -> None:
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
     report = json.loads(out.stdout)
     assert out.returncode == 0 and report["ok"] and find(report, "conflist")["status"] == "PASS"
+
+
+@pytest.mark.parametrize("breakage,check", [
+    ("ip-forward-off", "ip_forward"), ("stale-subnet-env", "subnet.env"), ("pool-nearly-full", "pool use"),
+    ("both-iptables-backends", "iptables backends"),
+])
+def test_warnings_with_fixes(lab, breakage, check) -> None:
+    if breakage == "ip-forward-off":
+        lab["node"].run("sysctl", "-qw", "net.ipv4.ip_forward=0")
+    elif breakage == "stale-subnet-env":
+        os.utime(lab["env"], (1, 1))  # written long before this boot
+    elif breakage == "pool-nearly-full":
+        ipam = lab["tmp"] / "ipam" / "cbr0"
+        ipam.mkdir(parents=True)
+        for i in range(2, 250):
+            (ipam / f"10.42.1.{i}").write_text(f"gone-{i}\r\neth0")
+        (lab["tmp"] / "flannel").mkdir(exist_ok=True)
+        for i in range(2, 250):
+            (lab["tmp"] / "flannel" / f"gone-{i}").write_text("{}")
+    elif breakage == "both-iptables-backends":
+        if not shutil.which("iptables-legacy-save"):
+            pytest.skip("iptables-legacy is not installed")
+        lab["node"].run("iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-j", "RETURN")
+        lab["node"].run("iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-j", "RETURN")
+    _rc, report = lab["doctor"]()
+    found = [c for c in report["checks"] if c["name"] == check and c["status"] in ("WARN", "FAIL")]
+    assert found and found[0]["fix"], report
