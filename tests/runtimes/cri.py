@@ -77,6 +77,7 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
 class CRI:
     def __init__(self, socket_path: str) -> None:
         self.channel = grpc.insecure_channel(f"unix://{socket_path}")
+        self.created: list[str] = []
 
     def call(self, method: str, request: bytes, timeout: float = 120) -> dict[int, list[Any]]:
         fn = self.channel.unary_unary(SERVICE + method)
@@ -96,7 +97,9 @@ class CRI:
         linux = field_bytes(2, field_bytes(1, namespace_option))  # security_context.namespace_options
         config = (field_bytes(1, metadata) + field_bytes(2, name) + ports + field_map(6, {"app": name})
                   + field_bytes(8, linux))
-        return self.call("RunPodSandbox", field_bytes(1, config))[1][0].decode()
+        sid = self.call("RunPodSandbox", field_bytes(1, config))[1][0].decode()
+        self.created.append(sid)
+        return sid
 
     def pod_ip(self, sandbox_id: str) -> str:
         status = decode(self.call("PodSandboxStatus", field_bytes(1, sandbox_id))[1][0])

@@ -105,6 +105,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         yield {"cri": cri, "node": node, "outside": outside, "log": log, "tmp": tmp_path}
     finally:
         if cri is not None:
+            for sid in cri.created:  # a failed test must not leave pods, netns or mounts behind
+                for step in (cri.stop_pod_sandbox, cri.remove_pod_sandbox):
+                    try:
+                        step(sid)
+                    except Exception:
+                        pass
             cri.close()
         proc.terminate()
         try:
@@ -118,7 +124,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 def http_get(ns, host: str, port: int) -> bool:
     code = ("import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3)\n"
-            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); print(s.recv(4096).decode())\n"
+            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); data=b''\n"
+            " while True:\n  chunk=s.recv(4096)\n  if not chunk: break\n  data+=chunk\n print(data.decode())\n"
             "except OSError as e: print('ERR',e)")
     for _ in range(10):
         if "hello-from-pod" in ns.run("python3", "-c", code, host, str(port), check=False).stdout:
@@ -133,7 +140,9 @@ def test_containerd_cri_pod_lifecycle(containerd) -> None:
     sid = cri.run_pod_sandbox("web", "uid-web-1", [{"protocol": "tcp", "container_port": 80, "host_port": 18083}])
     ip = cri.pod_ip(sid)
     assert ip.startswith("10.42.1."), ip
-    assert http_get(node, "127.0.0.1", 18083) and http_get(containerd["outside"], "192.0.2.1", 18083)
+    if not (http_get(node, "127.0.0.1", 18083) and http_get(containerd["outside"], "192.0.2.1", 18083)):
+        diag = [node.run(*c, check=False).stdout for c in (("iptables-save", "-c", "-t", "nat"), ("conntrack", "-L"))]
+        raise AssertionError("the hostPort did not serve:\n" + "\n".join(diag))
     calls = [json.loads(x) for x in containerd["log"].read_text().splitlines()]
     assert any(c["plugin"] == "loopback" and c["ifname"] == "lo" and c["outcome"] == "ok" for c in calls)
     assert any(c["plugin"] == "portmap" and c["verb"] == "ADD" and c["outcome"] == "ok" for c in calls)

@@ -78,7 +78,8 @@ def podman(tmp_path, make_netns):
 
 def http_get(ns, host: str, port: int) -> str | None:
     code = ("import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3)\n"
-            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); print(s.recv(4096).decode())\n"
+            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); data=b''\n"
+            " while True:\n  chunk=s.recv(4096)\n  if not chunk: break\n  data+=chunk\n print(data.decode())\n"
             "except OSError as e: print('ERR',e)")
     for _ in range(10):  # the server may still be starting (after podman start)
         out = ns.run("python3", "-c", code, host, str(port), check=False).stdout
