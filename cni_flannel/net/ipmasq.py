@@ -31,6 +31,17 @@ def nft_comment(network: str, ifname: str, container_id: str) -> str:
     return c[:128]
 
 
+def _entry_rule(a: IfaceAddr, comment: str, chain: str) -> list[str]:
+    """POSTROUTING: the pod's address jumps to its chain."""
+    return ["-s", f"{a.ip}/{a.max_prefixlen}", "-m", "comment", "--comment", comment, "-j", chain]
+
+
+def _chain_rules(a: IfaceAddr, comment: str) -> list[list[str]]:
+    """The pod's chain: its own subnet is left alone, non-multicast traffic is masqueraded."""
+    return [["-d", str(a.network), "-m", "comment", "--comment", comment, "-j", "ACCEPT"],
+            ["!", "-d", MULTICAST[a.version], "-m", "comment", "--comment", comment, "-j", "MASQUERADE"]]
+
+
 class MasqBackend(Protocol):
     def setup(self, addrs: list[IfaceAddr], network: str, ifname: str, container_id: str) -> None: ...
     def teardown(self, network: str, ifname: str, container_id: str) -> None: ...
@@ -52,16 +63,11 @@ class IptablesMasq:
                 rules = list(state.chain_rules(chain)) if state.has_chain(chain) else []
                 batch.new_chain(chain)  # flushes an existing chain: refill it without duplicates
                 for a in fam_addrs:
-                    for rule in (["-d", str(a.network), "-m", "comment", "--comment", comment, "-j", "ACCEPT"],
-                                 ["!", "-d", MULTICAST[fam], "-m", "comment", "--comment", comment,
-                                  "-j", "MASQUERADE"]):
-                        if rule not in rules:
-                            rules.append(rule)
+                    rules += [rule for rule in _chain_rules(a, comment) if rule not in rules]
                 for rule in rules:
                     batch.append(chain, rule)
                 for a in fam_addrs:
-                    entry = ["-s", f"{a.ip}/{a.max_prefixlen}", "-m", "comment", "--comment", comment,
-                             "-j", chain]
+                    entry = _entry_rule(a, comment, chain)
                     if not state.find("POSTROUTING", entry):
                         batch.append("POSTROUTING", entry)
                 batch.run(fam)
@@ -91,11 +97,9 @@ class IptablesMasq:
                 continue
             state = iptables.save(fam)
             for a in fam_addrs:
-                entry = ["-s", f"{a.ip}/{a.max_prefixlen}", "-m", "comment", "--comment", comment, "-j", chain]
-                if not state.find("POSTROUTING", entry):
+                if not state.find("POSTROUTING", _entry_rule(a, comment, chain)):
                     missing.append(f"POSTROUTING -s {a.ip} -j {chain}")
-                if not state.find(chain, ["-d", str(a.network), "-m", "comment", "--comment", comment,
-                                          "-j", "ACCEPT"]):
+                if not state.find(chain, _chain_rules(a, comment)[0]):
                     missing.append(f"{chain} -d {a.network} -j ACCEPT")
         return missing
 

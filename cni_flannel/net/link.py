@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..records import record
@@ -145,6 +146,26 @@ def delete(ipr: Any, index: int) -> None:
     except netlink_errors() as exc:
         if errno_of(exc) != errno.ENODEV:
             raise
+
+
+def act_on_link_in(netns_path: str, ifname: str, action: Callable[[Any, LinkInfo], None]) -> None:
+    """Run ``action(ipr, link)`` on ``ifname`` inside a netns; nothing when the netns or link is gone.
+
+    The DEL paths use it: a vanished namespace or interface means there is nothing to undo.
+    """
+    from .netlink import socket_in
+    from .netns import NetnsGone
+
+    try:
+        ipr = socket_in(netns_path)
+    except NetnsGone:
+        return
+    try:
+        found = by_name(ipr, ifname)
+        if found is not None:
+            action(ipr, found)
+    finally:
+        ipr.close()
 
 
 def wait_oper_up(ipr: Any, index: int, delays_ms: tuple[int, ...] = (0, 50, 500, 1000, 1000)) -> LinkInfo | None:

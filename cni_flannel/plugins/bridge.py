@@ -413,19 +413,9 @@ def cmd_del(args: CmdArgs, conf: NetConf) -> None:
 
 
 def _delete_container_link(args: CmdArgs) -> None:
-    from ..net import link, netlink
-    from ..net.netns import NetnsGone
+    from ..net import link
 
-    try:
-        ipr = netlink.socket_in(args.netns)
-    except NetnsGone:
-        return
-    try:
-        cont = link.by_name(ipr, args.ifname)
-        if cont is not None:
-            link.delete(ipr, cont.index)
-    finally:
-        ipr.close()
+    link.act_on_link_in(args.netns, args.ifname, lambda ipr, cont: link.delete(ipr, cont.index))
 
 
 # -- CHECK --------------------------------------------------------------------------------------

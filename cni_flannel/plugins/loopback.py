@@ -44,19 +44,9 @@ def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
 def cmd_del(args: CmdArgs, conf: NetConf) -> None:
     if not args.netns:
         return
-    from ..net import link, netlink
-    from ..net.netns import NetnsGone
+    from ..net import link
 
-    try:
-        ipr = netlink.socket_in(args.netns)
-    except NetnsGone:
-        return
-    try:
-        lo = link.by_name(ipr, args.ifname)
-        if lo is not None:
-            ipr.link("set", index=lo.index, state="down")
-    finally:
-        ipr.close()
+    link.act_on_link_in(args.netns, args.ifname, lambda ipr, lo: ipr.link("set", index=lo.index, state="down"))
 
 
 def cmd_check(args: CmdArgs, conf: NetConf) -> None:
