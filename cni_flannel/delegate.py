@@ -92,6 +92,3 @@ def error_from_output(name: str, verb: str, stdout: bytes, stderr: bytes) -> CNI
     return CNIError(INTERNAL, f"plugin {name} failed ({verb.lower()}): netplugin failed: {text!r}",
                     "see the plugin's stderr above")
 
-
-def load_bytes(data: bytes) -> Any:
-    return decode_json(data)

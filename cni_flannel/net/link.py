@@ -40,24 +40,22 @@ def errno_of(exc: BaseException) -> int:
     return int(getattr(exc, "code", 0) or 0)
 
 
-def by_name(ipr: Any, name: str) -> LinkInfo | None:
+def _get(ipr: Any, **key: Any) -> LinkInfo | None:
     try:
-        msgs = ipr.link("get", ifname=name)
+        msgs = ipr.link("get", **key)
     except netlink_errors() as exc:
         if errno_of(exc) == errno.ENODEV:
             return None
         raise
     return _info(msgs[0]) if msgs else None
+
+
+def by_name(ipr: Any, name: str) -> LinkInfo | None:
+    return _get(ipr, ifname=name)
 
 
 def by_index(ipr: Any, index: int) -> LinkInfo | None:
-    try:
-        msgs = ipr.link("get", index=index)
-    except netlink_errors() as exc:
-        if errno_of(exc) == errno.ENODEV:
-            return None
-        raise
-    return _info(msgs[0]) if msgs else None
+    return _get(ipr, index=index)
 
 
 def all_links(ipr: Any) -> list[LinkInfo]:

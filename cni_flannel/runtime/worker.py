@@ -25,7 +25,7 @@ import struct
 import sys
 from typing import Any
 
-from .worker_client import build_id, socket_path
+from .worker_client import _replay_stdin, build_id, recv_exact, socket_path
 from .worker_client import recv as _recv
 from .worker_client import send as _send
 
@@ -35,23 +35,11 @@ CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
 def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[int]]:
     msg, fds, _flags, _addr = socket.recv_fds(sock, 4, max_fds)
     if len(msg) < 4:
-        msg += _recv_exact(sock, 4 - len(msg))
+        msg += recv_exact(sock, 4 - len(msg))  # type: ignore[arg-type]
     (n,) = struct.unpack("!I", msg[:4])
     if n > 16 << 20:
         raise ValueError("message too large")
-    return _recv_exact(sock, n), list(fds)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    from .worker_client import recv_exact
-
-    return recv_exact(sock, n)  # type: ignore[arg-type]
-
-
-def _replay_stdin(data: bytes) -> Any:
-    import io
-
-    return io.TextIOWrapper(io.BytesIO(data))
+    return recv_exact(sock, n), list(fds)  # type: ignore[arg-type]
 
 
 # -- worker -------------------------------------------------------------------------------------

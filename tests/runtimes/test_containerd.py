@@ -14,6 +14,7 @@ import time
 
 import pytest
 from harness import plugin_dir
+from images import CMD, IMAGE, busybox_rootfs_tar, http_get
 from kernel import veth_pair
 
 from cni_flannel.tools import topology
@@ -26,23 +27,14 @@ SEED = {"name": "cbr0", "cniVersion": "0.3.1", "plugins": [
     {"type": "flannel", "delegate": {"forceAddress": True, "bridge": "mycni8", "isDefaultGateway": True,
                                      "hairpinMode": True}},
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
-IMAGE = "localhost/test-bb:latest"
 
 
 def build_image(tmp) -> str:
     """A busybox image as a docker archive (built with podman from busybox-static; no registry)."""
-    rootfs = tmp / "rootfs"
-    for d in ("bin", "www", "tmp", "proc", "sys", "dev", "etc"):
-        (rootfs / d).mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "httpd", "nc", "sleep"):
-        os.symlink("busybox", rootfs / "bin" / applet)
-    (rootfs / "www" / "index.html").write_text("hello-from-pod\n")
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tmp / "rootfs.tar"), "."], check=True)
     env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(tmp / "storage.conf")}
     (tmp / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp}/graph"\nrunroot = "{tmp}/prun"\n')
-    subprocess.run(["podman", "import", "--change", 'CMD ["/bin/httpd","-f","-p","80","-h","/www"]',
-                    str(tmp / "rootfs.tar"), IMAGE], check=True, capture_output=True, env=env)
+    subprocess.run(["podman", "import", "--change", CMD, busybox_rootfs_tar(tmp), IMAGE], check=True,
+                   capture_output=True, env=env)
     archive = str(tmp / "image.tar")
     subprocess.run(["podman", "save", "--format", "docker-archive", "-o", archive, IMAGE], check=True,
                    capture_output=True, env=env)
@@ -120,18 +112,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         subprocess.run(["pkill", "-f", f"containerd-shim-runc-v2 .*{tmp_path}"], check=False)
         subprocess.run(["umount", "-R", str(tmp_path / "state")], capture_output=True, check=False)
         subprocess.run(["umount", "-R", str(tmp_path / "root")], capture_output=True, check=False)
-
-
-def http_get(ns, host: str, port: int) -> bool:
-    code = ("import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3)\n"
-            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); data=b''\n"
-            " while True:\n  chunk=s.recv(4096)\n  if not chunk: break\n  data+=chunk\n print(data.decode())\n"
-            "except OSError as e: print('ERR',e)")
-    for _ in range(10):
-        if "hello-from-pod" in ns.run("python3", "-c", code, host, str(port), check=False).stdout:
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def test_containerd_cri_pod_lifecycle(containerd) -> None:

@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 from harness import plugin_dir
+from images import CMD, IMAGE, busybox_rootfs_tar, http_get
 from kernel import veth_pair
 
 from cni_flannel.tools import topology
@@ -61,32 +61,10 @@ def podman(tmp_path, make_netns):
     env = tmp_path / "subnet.env"
     topology.write_subnet_env(str(env), "10.42.0.0/16", "10.42.1.0/24")
     pm = Podman(str(tmp_path / "podman"), plugin_dir(str(tmp_path)), node.name)
-    rootfs = tmp_path / "rootfs"
-    for d in ("bin", "www", "tmp", "proc", "sys", "dev", "etc"):
-        (rootfs / d).mkdir(parents=True)
-    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "httpd", "nc", "ping", "ip", "sleep", "cat", "echo"):
-        os.symlink("busybox", rootfs / "bin" / applet)
-    (rootfs / "www" / "index.html").write_text("hello-from-pod\n")
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
-    pm("import", "--change", 'CMD ["/bin/httpd","-f","-p","80","-h","/www"]', str(tmp_path / "rootfs.tar"),
-       "localhost/test-bb")
+    pm("import", "--change", CMD, busybox_rootfs_tar(tmp_path), IMAGE)
     pm.node_ns, pm.outside, pm.subnet_env, pm.tmp = node, outside, env, tmp_path
     yield pm
     pm("rm", "-a", "-f", "-t", "0", check=False)
-
-
-def http_get(ns, host: str, port: int) -> str | None:
-    code = ("import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1],int(sys.argv[2])),3)\n"
-            " s.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n'); data=b''\n"
-            " while True:\n  chunk=s.recv(4096)\n  if not chunk: break\n  data+=chunk\n print(data.decode())\n"
-            "except OSError as e: print('ERR',e)")
-    for _ in range(10):  # the server may still be starting (after podman start)
-        out = ns.run("python3", "-c", code, host, str(port), check=False).stdout
-        if "hello-from-pod" in out:
-            return out
-        time.sleep(0.3)
-    return None
 
 
 def seed(pm, conf=SEED) -> None:
@@ -114,8 +92,8 @@ def residue(pm, ipam_dir) -> list[str]:
 def test_podman_with_the_seed_conflist(podman) -> None:
     pm = podman
     seed(pm)
-    pm("run", "-d", "--name", "web", "--network", "cbr0", "-p", "18080:80", "localhost/test-bb")
-    pm("run", "-d", "--name", "other", "--network", "cbr0", "localhost/test-bb")
+    pm("run", "-d", "--name", "web", "--network", "cbr0", "-p", "18080:80", IMAGE)
+    pm("run", "-d", "--name", "other", "--network", "cbr0", IMAGE)
     ip, other = pm.net("web"), pm.net("other")
     assert ip.startswith("10.42.1.") and other.startswith("10.42.1.") and ip != other
     assert pm("exec", "web", "ping", "-c1", "-W2", "10.42.1.1", check=False).returncode == 0
@@ -133,7 +111,7 @@ def test_podman_with_the_seed_conflist(podman) -> None:
     pm("network", "reload", "web")
     assert pm.net("web") == ip and pm.net("web", "MacAddress") == mac  # IP= and MAC= honoured
     pm("run", "-d", "--name", "fixed", "--network", "cbr0", "--ip", "10.42.1.77", "--mac-address",
-       "0a:58:0a:2a:01:4d", "localhost/test-bb")
+       "0a:58:0a:2a:01:4d", IMAGE)
     assert pm.net("fixed") == "10.42.1.77" and pm.net("fixed", "MacAddress") == "0a:58:0a:2a:01:4d"
     pm("rm", "-f", "-t", "0", "web", "other", "fixed")
     assert residue(pm, pm.tmp / "ipam" / "cbr0") == []
@@ -147,7 +125,7 @@ def test_podman_with_bridge_host_local_portmap(podman) -> None:
                   "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(pm.tmp / "ipam2")}},
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
     seed(pm, conf)
-    pm("run", "-d", "--name", "p1", "--network", "plain", "-p", "18081:80", "localhost/test-bb")
+    pm("run", "-d", "--name", "p1", "--network", "plain", "-p", "18081:80", IMAGE)
     assert pm.net("p1").startswith("10.88.0.")
     assert http_get(pm.node_ns, "127.0.0.1", 18081) and http_get(pm.outside, "192.0.2.1", 18081)
     pm("rm", "-f", "-t", "0", "p1")
