@@ -1,0 +1,1 @@
+"""flanneld: the node agent (subnet lease, backend device, peer routes, masquerade, subnet.env)."""
