@@ -28,6 +28,18 @@ def make_netns() -> Iterator[Callable[[], Netns]]:
 
 
 @pytest.fixture
+def lab(tmp_path):
+    """flanneld_lab.Lab: node and service namespaces on one underlay; all removed at the end, pass or fail."""
+    if not is_root():
+        pytest.skip("needs root for network namespaces")
+    from flanneld_lab import Lab
+
+    the_lab = Lab(str(tmp_path))
+    yield the_lab
+    the_lab.destroy()
+
+
+@pytest.fixture
 def node(make_netns: Callable[[], Netns]) -> Netns:
     """A node namespace: plugins run inside it, never in the machine's root namespace."""
     return make_netns()
