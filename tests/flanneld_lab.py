@@ -75,7 +75,7 @@ class Lab:
     def spawn(self, host: Host, argv: list[str], log_name: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen:
         """Run ``argv`` inside ``host``'s namespace, output to ``<host.dir>/<log_name>``; stopped by destroy()."""
-        log = open(os.path.join(host.dir, log_name), "ab")  # noqa: SIM115 - closed with the process
+        log = open(os.path.join(host.dir, log_name), "ab")
         proc = subprocess.Popen(["ip", "netns", "exec", host.ns.name, *argv], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, start_new_session=True)
         log.close()
