@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "cni_flannel.tools.bench",
     "worker": "cni_flannel.runtime.worker",
     "doctor": "cni_flannel.tools.doctor",
+    "flanneld": "cni_flannel.flanneld.daemon",
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)
