@@ -110,3 +110,49 @@ def build(state_dir: str, count: int = 2, network: str = "10.42.0.0/16", prefix:
         lab.destroy()
         raise
     return lab
+
+
+@record
+class Host:
+    name: str
+    netns: str
+    ip: str
+    segment: int  # 77 or 78: the underlay L2 segment (192.168.<segment>.0/24)
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.netns}"
+
+
+def build_underlay(names: list[tuple[str, int]], prefix: str) -> tuple[Lab, list[Host]]:
+    """Hosts on two L2 segments routed by the switch namespace, with nothing of flannel on them.
+
+    ``names`` holds (name, segment) pairs, segment 77 or 78. A host on the other segment is
+    reachable only through the router: flanneld's DirectRouting then falls back to vxlan.
+    """
+    lab = Lab(prefix=prefix, network="")
+    hosts: list[Host] = []
+    try:
+        switch = lab.new_netns("underlay")
+        in_ns(switch, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for seg in (77, 78):
+            sh("ip", "-n", switch, "link", "add", f"sw{seg}", "type", "bridge")
+            sh("ip", "-n", switch, "addr", "add", f"192.168.{seg}.254/24", "dev", f"sw{seg}")
+            sh("ip", "-n", switch, "link", "set", f"sw{seg}", "up")
+        counters = {77: 0, 78: 0}
+        for name, seg in names:
+            counters[seg] += 1
+            ns = lab.new_netns(name)
+            ip = f"192.168.{seg}.{counters[seg]}"
+            port = f"{name[:6]}{counters[seg]}{seg}"
+            sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", switch)
+            sh("ip", "-n", switch, "link", "set", port, "master", f"sw{seg}", "up")
+            in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+            in_ns(ns, "ip", "link", "set", "eth0", "up")
+            in_ns(ns, "ip", "route", "add", "default", "via", f"192.168.{seg}.254")
+            in_ns(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            hosts.append(Host(name=name, netns=ns, ip=ip, segment=seg))
+    except BaseException:
+        lab.destroy()
+        raise
+    return lab, hosts
