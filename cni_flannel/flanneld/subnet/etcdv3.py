@@ -359,6 +359,8 @@ def _watch_messages(stream: _Stream, stop: threading.Event, heartbeat: float) ->
             raise Compacted(int(result["compact_revision"]))
         if result.get("canceled"):
             raise EtcdError(f"etcd watch {stream.endpoint} canceled: {result.get('cancel_reason', 'no reason')}")
+        if result.get("created") and heartbeat:
+            yield None  # the watch is in place: a caller may call the store healthy now
         for ev in result.get("events", []):
             kv = _kv(ev.get("kv", {}))
             # ⚠ §5.5: PUT is enum 0, so the gateway leaves "type" out for a PUT
