@@ -278,6 +278,10 @@ def du(path: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["flanneld"]:
+        from . import bench_flanneld
+
+        return bench_flanneld.main(argv[1:])
     p = argparse.ArgumentParser(prog="bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default="dist/cni-flannel")

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from . import topology, traffic
+from .etcdlab import EtcdLab
 
 NET_CONF = {"Network": "10.42.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": True}}
 PREFIX = "/coreos.com/network"
@@ -132,21 +133,6 @@ def wait(pred: Any, timeout: float, what: str) -> Any:
     raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start_etcd(sandbox: str, host: topology.Host, procs: list[subprocess.Popen[bytes]]) -> str:
-    url = f"http://{host.ip}:2379"
-    argv = ["etcd", "--name", "demo", "--data-dir", f"{sandbox}/etcd", "--listen-client-urls", url,
-            "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-            "--initial-cluster", "demo=http://127.0.0.1:2380"]
-    procs.append(spawn(host.netns, argv, f"{sandbox}/etcd.log"))
-    wait(lambda: etcdctl(host, url, "endpoint", "health").returncode == 0, 30, "etcd to answer")
-    return url
-
-
-def etcdctl(host: topology.Host, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return run(["etcdctl", f"--endpoints={url}", *args], env={**os.environ, "ETCDCTL_API": "3"}, netns=host.netns)
-
-
 def demo(bundle: str, sandbox: str, lab: topology.Lab, hosts: list[topology.Host],
          procs: list[subprocess.Popen[bytes]]) -> int:
     log = os.path.join(sandbox, "plugin-calls.log")
@@ -163,9 +149,12 @@ def demo(bundle: str, sandbox: str, lab: topology.Lab, hosts: list[topology.Host
            out.returncode == 0)
 
     say(f"2. etcd on {etcd_host.ip} with the seed's net-conf.json, then our flanneld on every node")
-    url = start_etcd(sandbox, etcd_host, procs)
+    etcd = EtcdLab(etcd_host.netns, etcd_host.ip, f"{sandbox}/etcd", f"{sandbox}/etcd.log").start()
+    assert etcd.proc is not None
+    procs.append(etcd.proc)
+    url = etcd.url
     ok(f"etcd answers at {url}")
-    out = etcdctl(etcd_host, url, "put", f"{PREFIX}/config", json.dumps(NET_CONF))
+    out = etcd.ctl("put", f"{PREFIX}/config", json.dumps(NET_CONF))
     ok(f"{PREFIX}/config = {json.dumps(NET_CONF)}", out.returncode == 0)
     flanneld: dict[str, subprocess.Popen[bytes]] = {}
     for node in nodes:
@@ -180,7 +169,7 @@ def demo(bundle: str, sandbox: str, lab: topology.Lab, hosts: list[topology.Host
            f"{readyz(node.netns)[1]!r}")
 
     say("3. what flanneld did")
-    leases = etcdctl(etcd_host, url, "get", "--prefix", f"{PREFIX}/subnets/").stdout.splitlines()
+    leases = etcd.ctl("get", "--prefix", f"{PREFIX}/subnets/").stdout.splitlines()
     for key, value in zip(leases[::2], leases[1::2], strict=False):
         print(f"    etcd {key} = {value}")
     for node in nodes:
