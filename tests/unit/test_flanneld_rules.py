@@ -266,3 +266,24 @@ def test_make_traffic_manager_picks_the_backend() -> None:
     assert isinstance(t.make_traffic_manager(True, random_fully=False), t.NFTablesTrafficManager)
     m = t.make_traffic_manager(False)
     assert isinstance(m, t.IPTablesTrafficManager) and m.random_fully
+
+
+def test_nft_resync_accepts_a_listing_nft_prints_its_own_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another nft version may print our rules differently: one rewrite, then no rewrite loop."""
+    calls: list[list[str]] = []
+    other_print = t.nft_forward_spec(N).listing().replace("ip saddr", "ip  saddr  ").replace("accept", "accept ;")
+
+    def fake_nft(args: list[str], script: str | None = None) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, other_print if args[0] == "list" else "", "")
+
+    monkeypatch.setattr(t, "_nft", fake_nft)
+    m = t.NFTablesTrafficManager()
+    m.set_forward(network=N)
+    assert m.writes == 1
+    notes = m.resync()
+    assert notes == ["nftables ip flannel-ipv4 forward: the chain differed from the desired rules; rewrote it"]
+    assert m.writes == 2
+    assert m.resync() == [] and m.resync() == []
+    assert m.writes == 2
+    assert sum(1 for c in calls if c[0] == "-f") == 2
