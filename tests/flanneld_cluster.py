@@ -75,6 +75,7 @@ class Cluster:
     def __init__(self, lab: Lab, tmp: str) -> None:
         self.lab, self.tmp = lab, tmp
         self.etcd: Any = None
+        self.kubeapi: Any = None
         self.nodes: list[Node] = []
         self.bin_dir = plugin_dir(tmp)
         self._pod_ns: list[Netns] = []
@@ -86,6 +87,26 @@ class Cluster:
         host = self.lab.add_host("etcd")
         self.etcd = start_etcd(host, **kw)
         return self.etcd
+
+    # -- the tests' Kubernetes API server (tests/kubeapi), listening in its own host namespace
+    def start_kubeapi(self, **kw: Any) -> Any:
+        from kubeapi import KubeAPIServer
+
+        host = self.lab.add_host("api")
+        work = os.path.join(host.dir, "kubeapi")
+        os.makedirs(work, exist_ok=True)
+        self.kubeapi = KubeAPIServer(host=host.ip, port=6443, netns_path=host.netns_path, workdir=work, **kw)
+        self.kubeapi.start()
+        return self.kubeapi
+
+    def kube_args(self, node: Node, net_conf: dict[str, Any], token: str = "flannel-token") -> list[str]:
+        """Flags for kube mode on ``node``: its kubeconfig and net-conf.json files."""
+        kubeconfig = os.path.join(node.host.dir, "kubeconfig")
+        self.kubeapi.write_kubeconfig(kubeconfig, token=token)
+        conf_path = os.path.join(node.host.dir, "net-conf.json")
+        with open(conf_path, "w") as f:
+            json.dump(net_conf, f)
+        return ["--kube-subnet-mgr", f"--kubeconfig-file={kubeconfig}", f"--net-config-path={conf_path}"]
 
     def put_config(self, conf: dict[str, Any] | str, prefix: str = "/coreos.com/network") -> None:
         self.etcd.put(f"{prefix}/config", conf if isinstance(conf, str) else json.dumps(conf))
@@ -172,6 +193,8 @@ class Cluster:
         pod.node.pods.remove(pod)
 
     def destroy(self) -> None:
+        if self.kubeapi is not None:
+            self.kubeapi.stop()
         for ns in self._pod_ns:
             delete_netns(ns)
         self._pod_ns.clear()
