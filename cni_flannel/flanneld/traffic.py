@@ -506,9 +506,7 @@ class IPTablesTrafficManager(TrafficManager):
                 batch, found = plan_resync(spec, self._save(spec.family, spec.table))
                 if batch.lines:
                     self._restore(spec.family, batch)
-            for note in found:
-                self.log.warning("%s", note)
-            notes += found
+            notes += found  # the caller logs them ("rules repaired: …")
         return notes
 
 
@@ -607,7 +605,6 @@ class NFTablesTrafficManager(TrafficManager):
                 continue
             note = (f"{spec.label()}: the chain was missing; recreated it" if have is None
                     else f"{spec.label()}: the chain differed from the desired rules; rewrote it")
-            self.log.warning("%s", note)
             notes.append(note)
             self._write(spec)
             after = self._listing(spec)
@@ -648,7 +645,7 @@ def ensure_blackhole(subnet: ipaddress.IPv4Network | None,
                 ipr.route("add", dst=str(net), type=RTN_BLACKHOLE, family=2 if net.version == 4 else 10)
             except netlink.netlink_errors() as exc:
                 raise TrafficError(f"failed to add the blackhole route for {net}: {exc}") from exc
-            log_default.info("added the blackhole route for %s", net)
+            log_default.debug("added the blackhole route for %s", net)
             added = True
     return added
 
