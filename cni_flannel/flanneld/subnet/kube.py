@@ -77,7 +77,9 @@ def annotation_keys(prefix: str) -> AnnotationKeys:
         prefix += "/"
     if not prefix.endswith(("/", "-")):
         prefix += "-"
-    if not _PREFIX_RE.search(prefix):  # Go's MatchString: unanchored at the start
+    # ⚠ Go's MatchString is unanchored at the start, so "Example.com" passes there and every
+    # patch is then refused by the API (keys must be lowercase DNS names): we anchor it
+    if not _PREFIX_RE.fullmatch(prefix):
         raise ConfigError("subnet/kube: prefix must be in a format: fqdn/[0-9a-z-_]*")
     return AnnotationKeys(
         kube_subnet_manager=prefix + "kube-subnet-manager",
