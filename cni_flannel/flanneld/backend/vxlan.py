@@ -100,17 +100,16 @@ def parse_vxlan_config(raw: Any, default_mtu: int) -> VXLANConfig:
     if not isinstance(raw, dict):
         raise BackendError("error decoding VXLAN backend config: json: cannot unmarshal "
                            f"{_json_type(raw)} into Go value of type vxlan.VXLANConfig")
-    for attr, key, kind in (("vni", "VNI", int), ("port", "Port", int), ("mtu", "MTU", int),
-                            ("gbp", "GBP", bool), ("learning", "Learning", bool),
-                            ("direct_routing", "DirectRouting", bool)):
+    for attr, key, kind in (("vni", "vni", int), ("port", "port", int), ("mtu", "mtu", int),
+                            ("gbp", "gbp", bool), ("learning", "learning", bool),
+                            ("direct_routing", "directRouting", bool)):  # Go's json tags
         value = ci_get(raw, key)
         if value is None:
             continue
         ok = isinstance(value, bool) if kind is bool else (isinstance(value, int) and not isinstance(value, bool))
         if not ok:
-            tag = key[0].lower() + key[1:]
             raise BackendError(f"error decoding VXLAN backend config: json: cannot unmarshal {_json_type(value)} "
-                               f"into Go struct field VXLANConfig.{tag} of type {kind.__name__}")
+                               f"into Go struct field VXLANConfig.{key} of type {kind.__name__}")
         setattr(cfg, attr, value)
     if not 0 <= cfg.vni <= 0xFFFFFF:
         raise BackendError(f"error decoding VXLAN backend config: VNI {cfg.vni} is out of range (0-16777215)")
@@ -632,6 +631,7 @@ class VXLANBackend(Backend):
             return None
         for dev in self.devices.values():
             if dev.index and ev.route.dst.version == dev.version and owned_route(ev.route, self._family(dev)):
+                ev.route.dev = dev.name if ev.route.oif == dev.index else self.ext.name
                 return f"route {ev.route.describe()} deleted"
         return None
 
