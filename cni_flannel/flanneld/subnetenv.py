@@ -62,7 +62,9 @@ def write(path: str, content: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
         try:
-            os.write(fd, content.encode())  # a few hundred bytes: one write
+            data = memoryview(content.encode())
+            while data:
+                data = data[os.write(fd, data):]
             os.fchmod(fd, 0o644)  # mkstemp's 0600, and whatever the umask would have done
             os.fsync(fd)
         finally:
