@@ -332,6 +332,8 @@ def test_peer_removed_takes_exactly_its_objects(nodes):
     n1.run("ip", "neigh", "add", "192.168.77.200", "lladdr", "0a:00:00:00:00:c8", "dev", "eth0", "nud", "permanent")
     n1.run("ip", "link", "add", "cni0", "type", "bridge")
     n1.run("ip", "addr", "add", "10.42.1.1/24", "dev", "cni0")
+    n1.run("ip", "link", "set", "cni0", "up")
+    assert any(r["dst"] == "10.42.1.0/24" for r in n1.routes())
     before_other = [r for r in n1.routes() if not r["dst"].startswith("10.42.2.") and
                     not r["dst"].startswith("10.42.3.")]
     n1.backend.reconcile([peer_lease(n2), peer_lease(n3)])

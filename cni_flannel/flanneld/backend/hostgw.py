@@ -188,6 +188,7 @@ class HostGWBackend(Backend):
         if self.lease is not None:
             own = self.lease.subnet if ev.route.dst.version == 4 else self.lease.ipv6_subnet
         if owned_route(ev.route, network=network, own_subnet=own, ext_index=self.ext.index):
+            ev.route.dev = self.ext.name
             return f"route {ev.route.describe()} deleted"
         return None
 
