@@ -23,9 +23,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
 
+from ...records import replace
 from ..config import NetworkConfig, candidate_subnets, in_range, parse_network_config
 from .etcdv3 import Compacted, EtcdClient
 from .lease import Lease, LeaseAttrs, LeaseFormatError, attrs_from_json, attrs_to_json, parse_subnet_key, subnet_key
