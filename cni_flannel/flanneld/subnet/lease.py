@@ -89,7 +89,12 @@ def attrs_to_json(attrs: LeaseAttrs) -> str:
         out["BackendData"] = attrs.backend_data
     if attrs.backend_v6_data is not None:
         out["BackendV6Data"] = attrs.backend_v6_data
-    return json.dumps(out, separators=(",", ":"))
+    # Go's json.Marshal writes UTF-8 and escapes <, >, &, U+2028 and U+2029
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
 
 
 def _ci_get(obj: dict[str, Any], name: str) -> Any:
