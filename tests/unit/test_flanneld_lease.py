@@ -153,8 +153,6 @@ def test_parse_bad_values(raw) -> None:
         attrs_from_json(raw)
 
 
-@pytest.mark.xfail(strict=True, reason="lease.py: json.dumps escapes non-ASCII and keeps <>&; Go's json.Marshal "
-                                       "writes UTF-8 and escapes <>& as \\u003c \\u003e \\u0026 (fix reported)")
 def test_value_escapes_like_go() -> None:
     attrs = LeaseAttrs(public_ip=IPv4Address("10.0.0.1"), backend_type="extension",
                        backend_data={"Cmd": "a<b>&c é"})
