@@ -1,21 +1,22 @@
 """The etcd v3 client flanneld uses: a thin layer over etcd's gRPC-gateway JSON API (/v3/...).
 
-Why our own layer (measured on this machine, etcd 3.4.23 in a lab namespace; import = median of 5
-``python3 -c 'import X'`` minus ``python3 -c pass``; RSS = VmRSS after the import and one
-connected Range, ``delta`` over the bare interpreter):
+Why our own layer (measured on this machine against etcd 3.4.23 in a lab namespace. import = CPU
+time (user+sys) of ``python3 -c 'import X'`` minus ``python3 -c pass``, median of 5; wall-clock
+medians were 2-3x noisier on this shared 2-core machine but ranked the same. RSS = VmRSS after the
+import plus one connected Range; delta = over the bare interpreter):
 
-| candidate            | import  | RSS (delta)     | what it lacks for flanneld                                |
-|----------------------|---------|-----------------|-----------------------------------------------------------|
-| etcd3gw 2.7.0        | 165 ms  | 32.5 MB (+17.7) | one host only (no failover); no username/password auth;   |
-|                      |         |                 | Range drops the header revision; the watch ignores        |
-|                      |         |                 | ``canceled``/``compact_revision`` (a compacted watch goes |
-|                      |         |                 | silent), splits the stream on HTTP chunks, runs callbacks |
-|                      |         |                 | in a futurist pool where errors are lost                  |
-| etcd3 0.12.0 (gRPC)  | 233 ms* | 44.0 MB (+29.2) | last release 2020; its generated protobuf code does not   |
-|                      |         |                 | import with protobuf 7 (*only with the pure-python        |
-|                      |         |                 | PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python)            |
-| aetcd 1.0.0 (gRPC)   | 110 ms  | 40.8 MB (+26.0) | asyncio only; our managers are blocking loops in threads  |
-| ours (urllib3 2.7)   |  ~55 ms | ~24.5 MB (+9.6) | (see the figures in the README; everything below is here) |
+| candidate            | import | RSS (delta)     | what it lacks for flanneld                                 |
+|----------------------|--------|-----------------|------------------------------------------------------------|
+| etcd3gw 2.7.0        | 202 ms | 32.3 MB (+17.5) | one host only (no failover); no username/password auth;    |
+|                      |        |                 | Range drops the header revision; the watch ignores         |
+|                      |        |                 | ``canceled``/``compact_revision`` (a compacted watch just  |
+|                      |        |                 | goes silent), splits the stream on HTTP chunks, and runs   |
+|                      |        |                 | callbacks in a futurist pool where errors are lost         |
+| etcd3 0.12.0 (gRPC)  | 212 ms*| 44.0 MB (+29.2) | last release 2020; its generated protobuf code does not    |
+|                      |        |                 | import with protobuf 7 (*measured with the pure-python     |
+|                      |        |                 | PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python)             |
+| aetcd 1.0.0 (gRPC)   | 154 ms | 40.9 MB (+26.0) | asyncio only; our managers are blocking loops in threads   |
+| ours (urllib3 2.7.0) |  71 ms | 27.4 MB (+12.5) | nothing below is missing (urllib3 alone: 53 ms, +9.5 MB)   |
 
 So this module speaks the gateway's JSON itself: urllib3's pool for the unary calls, and a plain
 socket for the watch stream (so that a watch can notice ``stop`` every half second without
