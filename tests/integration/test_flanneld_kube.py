@@ -369,6 +369,11 @@ def test_periodic_relist_replaces_the_table(env: Env, srv: KubeAPIServer) -> Non
     peers = env.watch(m, m.acquire_lease(vxlan_attrs()).key)
     peers.upsert(Lease(ipaddress.IPv4Network("10.244.99.0/24"), None, LeaseAttrs()))  # a stale entry
     wait_for("a re-list", lambda: "10.244.99.0-24" not in leases_by_key(peers))
+    lists = [r[1] for r in srv.requests if r[1].startswith("/api/v1/nodes?") and "watch" not in r[1]]
+    assert "resourceVersion" not in lists[0]  # the first list is a fresh read
+    assert "resourceVersion=0" in lists[1]  # the periodic ones come from the watch cache
+    watches = [r[1] for r in srv.requests if "watch=true" in r[1]]
+    assert all("timeoutSeconds=1&" in w for w in watches)  # each watch ends when the re-list is due
 
 
 def test_watch_refused_by_rbac_is_named_and_retried(env: Env, srv: KubeAPIServer,

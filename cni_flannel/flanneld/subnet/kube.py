@@ -424,6 +424,8 @@ class KubeSubnetManager(SubnetManager):
     def keep_lease(self, lease: Lease, on_change: Callable[[Lease], None], stop: threading.Event) -> None:
         """Set NetworkUnavailable=False (retried until it works), then keep our annotations as
         we wrote them. ``on_change`` is never called: a Node's podCIDR does not change."""
+        if self._attrs is None:
+            self._attrs = lease.attrs
         backoff = Backoff(1.0, 30.0)
         if self.set_node_network_unavailable:
             while not stop.is_set():
@@ -490,7 +492,10 @@ class KubeSubnetManager(SubnetManager):
         while not stop.is_set() and not self._closed.is_set():
             try:
                 if not rv or time.monotonic() - listed_at >= self.relist_period_s:
-                    rv = self._relist(peers)
+                    # the first list and one after a 410 are fresh reads; the periodic ones come from
+                    # the API server's watch cache (resourceVersion=0): N nodes re-listing N nodes
+                    # every 5 minutes must not all read etcd
+                    rv = self._relist(peers, cached=bool(rv))
                     listed_at = time.monotonic()
                     backoff.reset()
                 remaining = self.relist_period_s - (time.monotonic() - listed_at)
@@ -512,8 +517,8 @@ class KubeSubnetManager(SubnetManager):
                 return
         self.client.abort_watches()
 
-    def _relist(self, peers: PeerTable) -> str:
-        items, rv = self.client.list_nodes(limit=LIST_PAGE)
+    def _relist(self, peers: PeerTable, cached: bool = False) -> str:
+        items, rv = self.client.list_nodes(limit=LIST_PAGE, resource_version="0" if cached else "")
         leases: list[Lease] = []
         keys: dict[str, str] = {}
         for node in items:
@@ -525,7 +530,7 @@ class KubeSubnetManager(SubnetManager):
                 self._note_own(node)
         added, removed = peers.replace_all(leases)
         self._node_keys = keys
-        self._faults.set("watch", "", f"node list: {len(items)} nodes, {len(leases)} flannel leases")
+        self._faults.set("watch", "", f"node list: {len(items)} nodes, {len(peers.snapshot()[1])} peers")
         if added or removed:
             self.log.info("node list at resourceVersion %s: %d leases (%d added or changed, %d removed)",
                           rv, len(leases), len(added), len(removed))

@@ -49,6 +49,9 @@ import httpx2 as httpx
 from .manager import TransientError
 
 log = logging.getLogger("flanneld.kube")
+# httpx2 logs every request at INFO: a watch reconnect or a re-list is ours to log, once
+for _name in ("httpx2", "httpcore2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 STRATEGIC = "application/strategic-merge-patch+json"
@@ -169,6 +172,8 @@ def load_config(kubeconfig_file: str = "", api_url: str = "", env: Mapping[str, 
     """
     env = os.environ if env is None else env
     path = kubeconfig_file or _first_existing(env.get("KUBECONFIG", ""))
+    if not kubeconfig_file and env.get("KUBECONFIG") and not path:
+        log.warning("KUBECONFIG=%s: no such file; trying the in-cluster config", env["KUBECONFIG"])
     if kubeconfig_file and not os.path.exists(kubeconfig_file):
         raise ConfigSourceError(f"fail to create kubernetes config: stat {kubeconfig_file}: no such file or directory")
     if path:
@@ -297,21 +302,26 @@ class KubeClient:
         return self._request("PATCH", f"/api/v1/nodes/{name}/status", "patch", "nodes/status",  # type: ignore[no-any-return]
                              body=body, content_type=STRATEGIC)
 
-    def list_nodes(self, limit: int = 500, field_selector: str = "") -> tuple[list[dict[str, Any]], str]:
+    def list_nodes(self, limit: int = 500, field_selector: str = "",
+                   resource_version: str = "") -> tuple[list[dict[str, Any]], str]:
         """All Nodes in pages of ``limit``; returns (items, the list's resourceVersion). A continue
-        token that expired (410) restarts the listing: pages from two snapshots never mix."""
+        token that expired (410) restarts the listing: pages from two snapshots never mix.
+        ``resource_version="0"`` is served from the API server's watch cache (no etcd read; the
+        server then ignores ``limit``), as client-go's reflectors list."""
         for attempt in range(3):
             try:
-                return self._list_pages(limit, field_selector)
+                return self._list_pages(limit, field_selector, resource_version)
             except Gone:
                 if attempt == 2:
                     raise
                 log.info("node list: the continue token expired (410); listing again from the start")
         raise AssertionError("unreachable")
 
-    def _list_pages(self, limit: int, field_selector: str) -> tuple[list[dict[str, Any]], str]:
+    def _list_pages(self, limit: int, field_selector: str, resource_version: str) -> tuple[list[dict[str, Any]], str]:
         items: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": limit}
+        if resource_version:
+            params["resourceVersion"] = resource_version
         if field_selector:
             params["fieldSelector"] = field_selector
         while True:
@@ -322,6 +332,7 @@ class KubeClient:
             if not cont:
                 return items, str(meta.get("resourceVersion") or "")
             params["continue"] = cont
+            params.pop("resourceVersion", None)  # the token carries it
 
     # -- watch
     def watch_nodes(self, resource_version: str, timeout_s: int = 300,
