@@ -27,6 +27,10 @@ kubernetes_asyncio     565 ms     75.7 MB  asyncio only: does not fit the thread
 stdlib http.client     29 ms      20.3 MB  (not a client library: for scale)
 =====================  =========  =======  ===============================================
 
+Ours, measured the same way: importing cni_flannel.flanneld.subnet.kube costs 97 ms and
+25.3 MB (lightkube is imported only for a kubeconfig); after config + one list of 200 Nodes,
+40.3 MB with a kubeconfig, 34.2 MB in-cluster (httpx2 without lightkube).
+
 So lightkube: the lightest of the three, sync, and well kept; we use its configuration
 and transport and do the list/watch loop ourselves, which we need to own anyway (the
 resume resourceVersion, bookmarks, the 410 re-list: §14 complaint 10 and the level-
