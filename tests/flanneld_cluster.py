@@ -85,7 +85,7 @@ class Cluster:
         from etcd_server import start_etcd
 
         host = self.lab.add_host("etcd")
-        self.etcd = start_etcd(host, **kw)
+        self.etcd = start_etcd(self.lab, host, **kw)
         return self.etcd
 
     # -- the tests' Kubernetes API server (tests/kubeapi), listening in its own host namespace

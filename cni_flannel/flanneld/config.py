@@ -51,11 +51,13 @@ def _fold(key: str) -> str:
 
 
 def ci_get(obj: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """Go's field matching: case-insensitive, the last match wins; JSON null is `default`."""
+    """Go's field matching: case-insensitive, the last match wins; JSON null is `default`.
+
+    A null leaves the field as it was in Go, so a later null does not undo an earlier value."""
     found: Any = None
     want = _fold(key)
     for k, v in obj.items():
-        if k == key or _fold(k) == want:
+        if v is not None and (k == key or _fold(k) == want):
             found = v
     return default if found is None else found
 

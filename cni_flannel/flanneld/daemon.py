@@ -51,6 +51,8 @@ class _KlogFormatter(logging.Formatter):
 def setup_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_KlogFormatter())
+    # libraries (pyroute2, urllib3, httpx) speak only at WARNING: pyroute2 sets its own child levels
+    handler.addFilter(lambda r: r.name.startswith("flanneld") or r.levelno >= logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
@@ -119,6 +121,9 @@ class Daemon:
                 problems.extend(report.errors[:5])
         with self._lock:
             problems.extend(f"{k}: {v}" for k, v in sorted(self.faults.items()) if v)
+        store = self.manager.health() if self.manager is not None else ""
+        if store:  # etcd or the API server down: the data plane is kept, but say so
+            problems.append(f"{self.manager.name or 'subnet manager'}: {store}")
         return problems
 
     def set_fault(self, concern: str, text: str) -> None:
@@ -275,7 +280,6 @@ class Daemon:
                                         enable_ipv4=self.config.enable_ipv4, enable_ipv6=self.config.enable_ipv6)
         except IfaceError as exc:
             raise Fatal(f"Failed to find interface to use: {exc}") from None
-        log.info("Using interface with name %s and address %s", self.ext.name, self.ext.iface_addr)
 
     def _acquire(self, attrs: Any) -> Any:
         """The backend's AcquireLease: transient faults retried with backoff, the rest fatal."""
@@ -306,8 +310,10 @@ class Daemon:
         stored = getattr(self.manager, "stored_backend_data", None)
         if stored is not None and hasattr(self.backend, "previous_backend_data"):
             try:
-                v4, _v6 = stored()
+                v4, v6 = stored()
                 self.backend.previous_backend_data = v4
+                if hasattr(self.backend, "previous_backend_v6_data"):
+                    self.backend.previous_backend_v6_data = v6
             except TransientError as exc:
                 log.warning("could not read the stored backend data: %s", exc)
         try:

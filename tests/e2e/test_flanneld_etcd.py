@@ -143,6 +143,8 @@ def test_vxlan_peer_objects_and_node_leaving(cluster):
     assert any(e["mac"] == mac3 and e.get("dst") == n3.host.ip for e in fdb)
     # an unrelated route and neighbour survive everything flanneld does
     n1.ns.run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.77.254")
+    # node3 leaves: its flanneld is gone and its lease is deleted (a running flanneld would re-acquire it)
+    assert cluster.stop_flanneld(n3) == 0
     cluster.etcd.delete(f"{PREFIX}/subnets/{sub3.network_address}-24")
     wait_for(lambda: route_to(n1, str(sub3)) is None, what="n3's route removed on n1")
     wait_for(lambda: not any(e["mac"] == mac3 for e in json_of(n1.ns, "bridge", "-j", "fdb", "show", "dev",
@@ -248,8 +250,9 @@ def test_invalid_config_exits_1(cluster):
 
 def test_out_of_subnets_exits_1(cluster):
     cluster.start_etcd()
-    # a /28 network with SubnetLen 30 has subnets .4, .8 (Min..Max skip the first and the last)
-    cluster.put_config({"Network": "10.42.0.0/28", "SubnetLen": 30, "Backend": {"Type": "vxlan"}})
+    # SubnetMin..SubnetMax holds two /30 subnets: 10.42.0.4 and 10.42.0.8
+    cluster.put_config({"Network": "10.42.0.0/28", "SubnetLen": 30, "SubnetMin": "10.42.0.4",
+                        "SubnetMax": "10.42.0.8", "Backend": {"Type": "vxlan"}})
     n1, n2, n3 = (cluster.add_node(f"node{i}") for i in (1, 2, 3))
     for n in (n1, n2):
         cluster.start_flanneld(n)
