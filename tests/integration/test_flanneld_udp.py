@@ -49,14 +49,14 @@ class Node:
     def start(self, mode: str = "process", backend_config: dict | None = None) -> UDPBackend:
         ext = ExternalInterface(name="eth0", index=0, mtu=1500, iface_addr=ipaddress.IPv4Address(self.host.ip),
                                 ext_addr=ipaddress.IPv4Address(self.host.ip))
-        be = UDPBackend(ext, NetworkConfig(network=NETWORK, subnet_len=24), backend_config or {"Type": "udp"},
-                        self.host.dir, forwarder_mode=mode)
 
         def acquire(attrs: LeaseAttrs) -> Lease:
             self.acquired = attrs
             return Lease(subnet=self.subnet, ipv6_subnet=None, attrs=attrs)
 
         with entered(self.host.netns_path):
+            be = UDPBackend(ext, NetworkConfig(network=NETWORK, subnet_len=24), backend_config or {"Type": "udp"},
+                            self.host.dir, forwarder_mode=mode)
             self.lease = be.register_network(acquire)
         self.backend = be
         return be
