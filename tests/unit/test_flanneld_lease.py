@@ -38,10 +38,11 @@ def test_key_dual_stack() -> None:
         "10.12.13.0-24&fd00:12:13::-56"
 
 
-def test_key_needs_a_v4_subnet() -> None:
-    """§5.2: a v4 subnet is always allocated; a key without one cannot be written."""
+def test_key_of_a_v6_only_lease() -> None:
+    """Go's MakeSubnetKey with a zero IPv4 subnet (kube mode, IPv6-only nodes); no subnet at all is refused."""
+    assert subnet_key(None, IPv6Network("fc00::/64")) == "0.0.0.0-0&fc00::-64"
     with pytest.raises(LeaseFormatError):
-        subnet_key(None, IPv6Network("fc00::/64"))
+        subnet_key(None, None)
 
 
 def test_parse_key_reference_v4() -> None:

@@ -51,10 +51,11 @@ class Lease:
 
 
 def subnet_key(subnet: IPv4Net | None, ipv6_subnet: IPv6Net | None = None) -> str:
-    """`MakeSubnetKey`: ``10.5.52.0-24`` or ``10.5.52.0-24&fc00:0:0:1::-64``."""
-    if subnet is None:
-        raise LeaseFormatError("a lease key needs an IPv4 subnet")
-    key = f"{subnet.network_address}-{subnet.prefixlen}"
+    """`MakeSubnetKey`: ``10.5.52.0-24`` or ``10.5.52.0-24&fc00:0:0:1::-64``; an IPv6-only lease is
+    ``0.0.0.0-0&<v6>-<len>``, as Go writes a zero IPv4 subnet."""
+    if subnet is None and ipv6_subnet is None:
+        raise LeaseFormatError("a lease key needs a subnet")
+    key = f"{subnet.network_address}-{subnet.prefixlen}" if subnet is not None else "0.0.0.0-0"
     if ipv6_subnet is not None:
         key += f"&{ipv6_subnet.network_address}-{ipv6_subnet.prefixlen}"
     return key
