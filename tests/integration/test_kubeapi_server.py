@@ -445,6 +445,17 @@ def test_restart_cuts_watches_and_keeps_objects_and_port(srv: KubeAPIServer, fla
     assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
 
 
+def test_plain_http_without_tls(tmp_path) -> None:
+    with KubeAPIServer(workdir=str(tmp_path), tls=False) as server:
+        assert server.url.startswith("http://")
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.request("GET", "/api/v1/nodes", headers={"Authorization": "Bearer admin-token"})
+        assert json.loads(conn.getresponse().read())["kind"] == "NodeList"
+        conn.close()
+        server.write_serviceaccount(str(tmp_path / "sa"))
+        assert not os.path.exists(tmp_path / "sa" / "ca.crt")
+
+
 def test_stopped_server_refuses_connections(srv: KubeAPIServer, flannel: Client) -> None:
     srv.stop()
     with pytest.raises(ConnectionRefusedError):
@@ -463,9 +474,14 @@ def test_fail_next_and_the_request_log(srv: KubeAPIServer, flannel: Client) -> N
     srv.fail_next(1, status=429)
     code, obj = flannel.call("PATCH", "/api/v1/nodes/n1/status", {"metadata": {}}, SMP)
     assert code == 429 and obj["details"]["retryAfterSeconds"] == 1
-    assert srv.requests[-4:] == [
-        ("GET", "/api/v1/nodes/n1", None, None), ("GET", "/api/v1/nodes/n1", None, None),
-        ("GET", "/api/v1/nodes/n1", None, FLANNEL_USER), ("PATCH", "/api/v1/nodes/n1/status", SMP, None)]
+    assert srv.requests[-4:] == [("GET", "/api/v1/nodes/n1", None, FLANNEL_USER)] * 3 + [
+        ("PATCH", "/api/v1/nodes/n1/status", SMP, FLANNEL_USER)]
+    assert srv.get_node("n1") is not None and srv.requests_matching("PATCH", "/api/v1/nodes/") == srv.requests[-1:]
+    # an unauthenticated request does not use up an injected failure
+    srv.fail_next(1, status=500)
+    assert Client(srv, None).call("GET", "/api/v1/nodes")[0] == 401
+    code, obj = flannel.call("GET", "/api/v1/nodes")
+    assert code == 500 and status_of(obj, 500, "InternalError")
 
 
 def test_tls_is_verified_against_the_ca_and_the_san(srv: KubeAPIServer, tmp_path) -> None:

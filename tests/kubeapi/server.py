@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import socket
+import socketserver
 import ssl
 import subprocess
 import threading
@@ -234,8 +235,9 @@ class KubeAPIServer:
         for name, content in (("token", token), ("namespace", namespace)):
             with open(os.path.join(directory, name), "w") as f:
                 f.write(content)
-        with open(self.ca_file, "rb") as src, open(os.path.join(directory, "ca.crt"), "wb") as dst:
-            dst.write(src.read())
+        if self.tls:
+            with open(self.ca_file, "rb") as src, open(os.path.join(directory, "ca.crt"), "wb") as dst:
+                dst.write(src.read())
         return directory
 
     def incluster_env(self) -> dict[str, str]:
@@ -305,6 +307,12 @@ class _Server(ThreadingHTTPServer):
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does socket.getfqdn(host): a reverse DNS lookup that stalls ~10 s in a
+        # namespace without DNS. The name is only used in logs.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The TLS handshake runs here, in the connection's own thread, not in the accept loop.
@@ -381,10 +389,6 @@ class _Handler(BaseHTTPRequestHandler):
         index = self.api._record((method, self.path, ctype, None))
         try:
             body = self._read_body()
-            failure = self.api._take_failure()
-            if failure is not None:
-                raise APIError(failure, GENERIC.get(failure, f"injected failure {failure}"),
-                               details={"retryAfterSeconds": 1} if failure == 429 else {})
             url = urlsplit(self.path)
             parts = [unquote(p) for p in url.path.split("/") if p]
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -394,6 +398,10 @@ class _Handler(BaseHTTPRequestHandler):
             if user is None:
                 raise APIError(401, "Unauthorized")
             self.api._record((method, self.path, ctype, user), index)
+            failure = self.api._take_failure()  # after authentication, as the apiserver's APF filter
+            if failure is not None:
+                raise APIError(failure, GENERIC.get(failure, f"injected failure {failure}"),
+                               details={"retryAfterSeconds": 1} if failure == 429 else {})
             self._route(method, parts, query, body, user, ctype)
         except APIError as err:
             self._send_json(err.code, err.status(), retry_after=err.code in (429, 503))
