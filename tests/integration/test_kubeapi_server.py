@@ -365,6 +365,36 @@ def test_future_resource_version_is_a_504_after_waiting(tmp_path) -> None:
         assert obj["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
 
 
+def test_concurrent_watchers_each_see_every_patch_in_order(srv: KubeAPIServer, flannel: Client) -> None:
+    import threading
+
+    srv.create_node("n1")
+    rv = srv.resource_version
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def watch(out: list[int]) -> None:
+        for ev in Client(srv).watch(f"/api/v1/nodes?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"):
+            if ev["type"] == "MODIFIED":
+                out.append(int(ev["object"]["metadata"]["annotations"]["i"]))
+            if len(out) == 30:
+                return
+
+    threads = [threading.Thread(target=watch, args=(out,), daemon=True) for out in seen]
+    for t in threads:
+        t.start()
+    for i in range(30):
+        code, obj = flannel.call("PATCH", "/api/v1/nodes/n1/status", {"metadata": {"annotations": {"i": str(i)}}},
+                                 SMP)
+        assert code == 200, obj
+    for t in threads:
+        t.join(30)
+    assert seen == [list(range(30))] * 4
+    assert srv.resource_version == rv + 30
+    assert srv.errors == []
+    code, obj = flannel.call("GET", "/api/v1/nodes?limit=x")
+    assert code == 400 and status_of(obj, 400, "BadRequest")
+
+
 # -- lists ------------------------------------------------------------------------------------
 
 

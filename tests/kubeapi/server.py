@@ -566,7 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _list(self, resource: str, kind: str, query: dict[str, str], namespace: str = "") -> Obj:
         """A list per the API concepts: resourceVersion/resourceVersionMatch semantics, limit/continue."""
         rv, match = self._rv_param(query), query.get("resourceVersionMatch", "")
-        token, limit = query.get("continue", ""), int(query.get("limit") or 0)
+        token, limit = query.get("continue", ""), _int_param(query, "limit")
         if match and rv is None:
             raise APIError(400, "resourceVersionMatch is forbidden unless resourceVersion is provided", details={})
         if match not in ("", "Exact", "NotOlderThan"):
@@ -620,10 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
         rv = self._rv_param(query)
         bookmarks = query.get("allowWatchBookmarks", "") in TRUE
         initial_flag = query.get("sendInitialEvents")
-        try:
-            timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else api.watch_timeout
-        except ValueError:
-            raise APIError(400, f"invalid timeoutSeconds {query['timeoutSeconds']!r}", details={}) from None
+        timeout = float(_int_param(query, "timeoutSeconds")) or api.watch_timeout  # 0 or unset: the default
         matches, _ = self._selector(resource, query)
         if rv:
             self._wait_fresh(rv)
@@ -793,6 +790,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise APIError(409, f'nodes "{name}" already exists', "AlreadyExists",
                            details={"name": name, "kind": "nodes"}) from None
         self._send_json(201, created)
+
+
+def _int_param(query: dict[str, str], name: str) -> int:
+    text = query.get(name) or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        raise APIError(400, f"{name}: Invalid value: {text!r}: must be an integer", details={}) from None
+    if value < 0:
+        raise APIError(400, f"{name}: Invalid value: {text!r}: must be greater than or equal to 0", details={})
+    return value
 
 
 def _name_key(key: Key) -> str:
