@@ -188,10 +188,10 @@ class Kernel:
     def ipr(self) -> Any:
         ipr = getattr(self._local, "ipr", None)
         if ipr is None:
-            from pyroute2 import IPRoute
+            from ...net.netlink import socket_here  # pyroute2 without its package __init__ (as frozen)
 
             with self.inside():
-                ipr = IPRoute()
+                ipr = socket_here()
             self._local.ipr = ipr
             with self._lock:
                 self._all.append(ipr)
@@ -211,7 +211,9 @@ class Kernel:
             self._netns_fd = -1
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
-        from pyroute2.netlink.exceptions import NetlinkError
+        from ...net.netlink import netlink_errors
+
+        NetlinkError = netlink_errors()[0]  # noqa: N806 - the class, imported as frozen bundles can
 
         try:
             return fn()
@@ -239,7 +241,9 @@ class Kernel:
         return sorted((self._link(m) for m in msgs), key=lambda link: link.index)
 
     def link(self, name: str | None = None, index: int | None = None) -> Link | None:
-        from pyroute2.netlink.exceptions import NetlinkError
+        from ...net.netlink import netlink_errors
+
+        NetlinkError = netlink_errors()[0]  # noqa: N806 - the class, imported as frozen bundles can
 
         try:
             if index is None:
@@ -249,7 +253,7 @@ class Kernel:
                 index = found[0]
             msgs = list(self.ipr.get_links(index))
         except NetlinkError as exc:
-            if exc.code in (errno_mod.ENODEV, errno_mod.ENOENT):
+            if getattr(exc, "code", 0) in (errno_mod.ENODEV, errno_mod.ENOENT):
                 return None
             raise translate(exc, f"look up link {name or index}") from None
         return self._link(msgs[0]) if msgs else None
@@ -436,6 +440,9 @@ def monitor(groups: int, filter: Callable[[Event], str | None], trigger: Callabl
     lost) triggers too, since the caller's reconcile is level-triggered. Returns within
     ``poll`` seconds of ``stop``.
     """
+    from ...net.netlink import netlink_errors
+
+    netlink_errors()  # registers the bare pyroute2 package first (the frozen bundle has no NDB, ethtool...)
     from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
     def make() -> socket.socket:
