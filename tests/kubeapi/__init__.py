@@ -1,5 +1,14 @@
 """The tests' Kubernetes API server: what flanneld's kube subnet manager talks to when no real one can run.
 
+Deviations from the brief (the real API decides): ``spec.podCIDRs`` is ``patchStrategy: merge`` in
+k8s.io/api core/v1 (a set of strings: a strategic patch adds to it; ``$patch: replace`` or a merge
+patch replaces it), not a replaced list. ``$patch: delete`` on a map leaves an empty map (dropped by
+omitempty), as apimachinery does. JSON patch failures are 422 with the apiserver's generic message
+"the server rejected our request due to an error in our request"; malformed patches are 400.
+``resourceVersion=0`` lists ignore ``limit`` (served from the watch cache); ``resourceVersion=N`` with
+a ``limit`` and no ``resourceVersionMatch`` is Exact (legacy). The 415 message lists only the three
+patch types served (no apply-patch+yaml).
+
 What it is: a small HTTP server (standard library only: http.server + ssl + json + threading) that
 speaks the real Kubernetes HTTP API for the calls flanneld makes (reference §6), over TLS with a
 bearer token, faithfully: core/v1 Nodes with list (resourceVersion / resourceVersionMatch semantics,
@@ -27,23 +36,15 @@ Usage (tests/ is on sys.path via conftest)::
     srv.write_kubeconfig(path, token="flannel-token")
     ... srv.requests, srv.fail_next(2, 503), srv.compact(), srv.restart(), srv.stop()
 
-Extras beyond the contract (tests/kubeapi-contract.md): ``restart(compact=True)`` (the fresh watch
+Extras beyond the contract (kubeapi-contract.md): ``restart(compact=True)`` (the fresh watch
 cache of a restarted apiserver: old resourceVersions then get 410), ``incluster_env()``,
 ``write_kubeconfig(embed_ca=True)``, ``resource_version``, ``requests_matching(method, prefix)``,
 ``errors`` (server-side exceptions), ``bookmark_interval`` / ``watch_timeout`` / ``too_large_wait``
-constructor knobs, POST/PUT/DELETE on nodes for tests that drive the API as an admin, /healthz,
-/version. ``rbac`` maps user -> a set of (verb, resource) pairs, resource ``nodes``, ``nodes/status``
-or ``pods``, ``"*"`` a wildcard; ``FLANNEL_RULES`` (the manifest's ClusterRole) and ``SEED_RULES``
-(the 2019 seed's, without ``nodes get``) are exported. ``srv.rbac`` may be changed while running.
-
-Deviations from the brief (the real API decides): ``spec.podCIDRs`` is ``patchStrategy: merge`` in
-k8s.io/api core/v1 (a set of strings: a strategic patch adds to it; ``$patch: replace`` or a merge
-patch replaces it), not a replaced list. ``$patch: delete`` on a map leaves an empty map (dropped by
-omitempty), as apimachinery does. JSON patch failures are 422 with the apiserver's generic message
-"the server rejected our request due to an error in our request"; malformed patches are 400.
-``resourceVersion=0`` lists ignore ``limit`` (served from the watch cache); ``resourceVersion=N`` with
-a ``limit`` and no ``resourceVersionMatch`` is Exact (legacy). The 415 message lists only the three
-patch types served (no apply-patch+yaml).
+constructor knobs, ``running(**kw)`` (a context manager), POST/PUT/DELETE on nodes for tests that
+drive the API as an admin, /healthz, /version. ``rbac`` maps user -> a set of (verb, resource) pairs,
+resource ``nodes``, ``nodes/status`` or ``pods``, ``"*"`` a wildcard; ``FLANNEL_RULES`` (the
+manifest's ClusterRole) and ``SEED_RULES`` (the 2019 seed's, without ``nodes get``) are exported;
+``srv.rbac`` may be changed while running.
 """
 from __future__ import annotations
 
