@@ -26,6 +26,7 @@ COMMANDS = {
     "worker": "cni_flannel.runtime.worker",
     "doctor": "cni_flannel.tools.doctor",
     "flanneld": "cni_flannel.flanneld.daemon",
+    "udpproxy": "cni_flannel.flanneld.backend.udpproxy",  # flanneld's udp forwarder process
 }
 
 USAGE = f"""usage: <plugin> (with CNI_* env and the config on stdin)

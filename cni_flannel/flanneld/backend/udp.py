@@ -121,9 +121,9 @@ class UDPBackend(Backend):
             raise BackendError(f"the udp backend needs an IPv4 address on {self.ext.name}")
         # the namespace we run in: later repairs (a TUN recreated from another thread) go here too
         self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        from pyroute2 import IPRoute
+        from ...net.netlink import socket_here  # pyroute2 without its package __init__ (as frozen)
 
-        self._ipr = IPRoute()
+        self._ipr = socket_here()
         public = self.ext.ext_addr or self.ext.iface_addr
         lease = acquire(LeaseAttrs(public_ip=public, backend_type=self.type_name))
         if lease.subnet is None:
@@ -179,7 +179,9 @@ class UDPBackend(Backend):
             self.tun_fd = -1
 
     def _link(self) -> Any | None:
-        from pyroute2.netlink.exceptions import NetlinkError
+        from ...net.netlink import netlink_errors
+
+        NetlinkError = netlink_errors()[0]  # noqa: N806 - the class, imported as frozen bundles can
 
         try:
             return self._ipr.link("get", index=self.tun_index)[0]
@@ -327,10 +329,10 @@ class UDPBackend(Backend):
         """Netlink link/address/route events on our device, and the forwarder's death."""
         import select
 
-        from pyroute2 import IPRoute
+        from ...net.netlink import socket_here
 
         with self._home():
-            mon = IPRoute()
+            mon = socket_here()
         try:
             mon.bind()  # RTMGRP_LINK | IPV4_IFADDR | IPV4_ROUTE and more
             while not stop.is_set():
