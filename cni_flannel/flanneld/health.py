@@ -51,6 +51,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     readiness: Callable[[], list[str]]
 
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (socket.getfqdn): in a node namespace
+        # without DNS that stalls start-up for seconds. The name is only used in CGI variables.
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
 
 def serve(host: str, port: int, readiness: Callable[[], list[str]]) -> _Server:
     """Bind now (a bind error raises OSError for a clear fatal message), serve in a thread."""
