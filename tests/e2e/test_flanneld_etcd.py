@@ -72,9 +72,10 @@ def all_pairs_talk(nodes) -> None:
     assert exchange(b, a, 7002, "udp") == f"hello-from-{a.name} {b.ip}"
 
 
-@pytest.mark.parametrize("backend", ["vxlan", "vxlan-directrouting", "host-gw"])
+@pytest.mark.parametrize("backend", ["vxlan", "vxlan-directrouting", "host-gw", "udp"])
 def test_three_nodes_pods_reach_each_other(cluster, backend):
-    conf = {"Network": "10.42.0.0/16", "Backend": {"Type": "host-gw" if backend == "host-gw" else "vxlan"}}
+    kind = backend.split("-directrouting")[0]
+    conf = {"Network": "10.42.0.0/16", "Backend": {"Type": kind}}
     if backend == "vxlan-directrouting":
         conf = SEED_NET_CONF
     nodes = boot(cluster, conf)
@@ -87,15 +88,15 @@ def test_three_nodes_pods_reach_each_other(cluster, backend):
         assert m, key
         v = VALUE_RE.fullmatch(value.decode())
         assert v, value
-        assert v.group(2) == ("host-gw" if backend == "host-gw" else "vxlan")
-        assert (v.group(3) is None) == (backend == "host-gw")
+        assert v.group(2) == kind
+        assert (v.group(3) is None) == (kind in ("host-gw", "udp"))
         subnets[v.group(1)] = ipaddress.ip_network(key.replace("-", "/"))
         kv = cluster.etcd.get_kv(f"{PREFIX}/subnets/{key}")
         ttl = cluster.etcd.ctl_json("lease", "timetolive", format(int(kv["lease"]), "x"))
         assert 86000 < int(ttl["granted-ttl"]) <= 86400
     for node in nodes:
         sub = subnets[node.host.ip]
-        mtu = 1450 if backend.startswith("vxlan") else 1500
+        mtu = {"vxlan": 1450, "host-gw": 1500, "udp": 1472}[kind]
         with open(node.subnet_file) as f:  # §4, byte for byte
             assert f.read() == (f"FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET={sub.network_address + 1}/24\n"
                                 f"FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n")
@@ -105,8 +106,16 @@ def test_three_nodes_pods_reach_each_other(cluster, backend):
     # the kernel objects, field by field
     for node in nodes:
         own = subnets[node.host.ip]
+        if kind == "udp":  # §9: flannel0 (tun, no PI), own subnet IP/32, MTU ext-28, one route for Network
+            dev = json_of(node.ns, "ip", "-j", "-d", "addr", "show", "flannel0")[0]
+            assert dev["mtu"] == 1472 and dev["linkinfo"]["info_kind"] == "tun"
+            assert dev["linkinfo"]["info_data"]["pi"] is False
+            assert [f"{a['local']}/{a['prefixlen']}" for a in dev["addr_info"] if a["family"] == "inet"] == [
+                f"{own.network_address}/32"]
+            r = route_to(node, "10.42.0.0/16")
+            assert r is not None and r["dev"] == "flannel0"
         for peer in nodes:
-            if peer is node:
+            if peer is node or kind == "udp":
                 continue
             psub = subnets[peer.host.ip]
             r = route_to(node, str(psub))
