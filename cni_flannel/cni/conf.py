@@ -37,8 +37,11 @@ class NetConf:
 
 
 def decode_json(data: bytes, what: str = "network config on stdin") -> Any:
+    """json.loads, with a repeated key's last occurrence deciding its position (Go: last wins)."""
+    from .gojson import last_wins_pairs
+
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=last_wins_pairs)
     except UnicodeDecodeError as exc:
         raise CNIError(DECODING_FAILURE, f"failed to decode {what}: not UTF-8",
                        f"byte offset {exc.start}: the config must be UTF-8 JSON") from None
@@ -54,17 +57,24 @@ def decode_json(data: bytes, what: str = "network config on stdin") -> Any:
 def version_of(raw: Any) -> str:
     """The config's cniVersion, defaulting to 0.1.0, for errors as well as results."""
     if isinstance(raw, dict):
-        v = raw.get("cniVersion")
+        from .gojson import get_folded
+
+        v = get_folded(raw, "cniVersion")
         if isinstance(v, str) and v:
             return v
     return DEFAULT_VERSION
 
 
 def parse_netconf(data: bytes, schema: dict[str, Any] | None = None) -> NetConf:
+    """Decode, fold keys as Go's encoding/json does (gojson), check name and version, validate."""
     raw = decode_json(data)
     if not isinstance(raw, dict):
         raise CNIError(DECODING_FAILURE, "network config on stdin is not a JSON object",
-                       f"got a JSON {type(raw).__name__}")
+                       f"got a JSON {_json_type(raw)}")
+    from .gojson import fold
+    from .schemas import netconf
+
+    raw = fold(raw, schema if schema is not None else _common_schema(netconf))
     version = raw.get("cniVersion", DEFAULT_VERSION)
     if not isinstance(version, str):
         raise CNIError(DECODING_FAILURE, "field cniVersion must be a string",
@@ -82,6 +92,20 @@ def parse_netconf(data: bytes, schema: dict[str, Any] | None = None) -> NetConf:
     ptype = raw.get("type", "")
     return NetConf(raw=raw, name=name, cni_version=version or DEFAULT_VERSION,
                    type=ptype if isinstance(ptype, str) else "")
+
+
+_COMMON: list[dict[str, Any]] = []
+
+
+def _common_schema(netconf: Any) -> dict[str, Any]:
+    if not _COMMON:
+        _COMMON.append(netconf({}))
+    return _COMMON[0]
+
+
+def _json_type(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), "value")
 
 
 def parse_prev_result(prev: Any, conf_version: str) -> Result:
@@ -127,8 +151,33 @@ def validate(raw: dict[str, Any], schema: dict[str, Any]) -> None:
     if len(value) > 120:
         value = value[:117] + "..."
     allowed = _describe(error)
-    raise CNIError(INVALID_CONFIG, f"invalid network config: field {where}: {error.message[:200]}",
+    raise CNIError(INVALID_CONFIG, f"invalid network config: field {where}: {_message(error)[:200]}",
                    f"got {value}; {allowed}")
+
+
+def _message(error: Any) -> str:
+    """jsonschema's message with JSON spellings: it prints Python reprs (None, True, 'x')."""
+    shown = json.dumps(error.instance, default=str)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    expected = error.validator_value
+    if error.validator == "type":
+        return f"{shown} is not of type {json.dumps(expected)}"
+    if error.validator == "enum":
+        return f"{shown} is not one of {', '.join(json.dumps(v) for v in expected)}"
+    if error.validator == "required":
+        missing = [k for k in expected if isinstance(error.instance, dict) and k not in error.instance]
+        return f"{json.dumps(missing[0] if missing else expected)} is a required property"
+    if error.validator in ("minimum", "maximum"):
+        word = "less" if error.validator == "minimum" else "greater"
+        return f"{shown} is {word} than the {error.validator} of {expected}"
+    if error.validator in ("minLength", "minItems"):
+        return f"{shown} is too short (at least {expected})"
+    if error.validator == "maxLength":
+        return f"{shown} is too long (at most {expected})"
+    if error.validator == "pattern":
+        return f"{shown} does not match {json.dumps(expected)}"
+    return str(error.message)
 
 
 def _describe(error: Any) -> str:

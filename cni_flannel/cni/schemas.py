@@ -1,6 +1,10 @@
 """JSON-schema fragments shared by the plugins' config schemas.
 
 Schemas never forbid unknown keys: the spec says they must be passed through.
+They also drive Go-style decoding (cni_flannel.cni.gojson): every key listed in
+``properties`` is a Go struct field, matched case-insensitively; an object schema
+marked ``GO_MAP`` (or without ``properties``) is a Go map, whose keys are exact.
+An empty schema ``{}`` names a known key without constraining its value.
 """
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 
 CIDR = {"type": "string", "minLength": 1, "maxLength": 64, "description": "a CIDR such as 10.1.0.0/24"}
 IP = {"type": "string", "minLength": 1, "maxLength": 64, "description": "an IP address"}
-ROUTE = {"type": "object", "required": ["dst"], "properties": {"dst": CIDR, "gw": IP}}
+ROUTE = {"type": "object", "required": ["dst"],
+         "properties": {"dst": CIDR, "gw": IP, "mtu": {}, "advmss": {}, "priority": {}, "table": {}, "scope": {}}}
 POOL = {
     "type": "object", "required": ["subnet"],
     "properties": {"subnet": CIDR, "rangeStart": IP, "rangeEnd": IP, "gateway": IP},
@@ -30,6 +35,29 @@ ATTACHMENTS = {"type": "array", "items": {"type": "object",
                                           "properties": {"containerID": {"type": "string"},
                                                          "ifname": {"type": "string"}}}}
 
+# "x-goMap": a Go map[string]interface{}: keys kept exactly, values (null included) untouched.
+# jsonschema ignores unknown keywords, and so does the fast validator below.
+GO_MAP = "x-goMap"
+
+ROUTE_KEYS: dict[str, Any] = {
+    "properties": {k: {} for k in ("dst", "gw", "mtu", "advmss", "priority", "table", "scope")}}
+# A result as a previous plugin printed it (any version): Go parses prevResult into its
+# result types, so these keys fold too. No constraints: Result.from_dict checks values.
+PREV_RESULT = {
+    "type": "object",
+    "properties": {
+        "cniVersion": {}, "dns": {"properties": {k: {} for k in ("nameservers", "domain", "search", "options")}},
+        "interfaces": {"items": {"properties": {k: {} for k in ("name", "mac", "mtu", "sandbox", "socketPath",
+                                                                    "pciID")}}},
+        "ips": {"items": {"properties": {k: {} for k in ("version", "interface", "address", "gateway")}}},
+        "routes": {"items": ROUTE_KEYS},
+        "ip4": {"properties": {"ip": {}, "gateway": {}, "routes": {"items": ROUTE_KEYS}}},
+        "ip6": {"properties": {"ip": {}, "gateway": {}, "routes": {"items": ROUTE_KEYS}}},
+    },
+}
+
+POOL_KEYS: dict[str, Any] = {"properties": {k: {} for k in ("subnet", "rangeStart", "rangeEnd", "gateway")}}
+
 IPAM_HOST_LOCAL = {
     "type": "object",
     "properties": {
@@ -43,17 +71,28 @@ IPAM_HOST_LOCAL = {
 }
 
 
-def netconf(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    """A plugin config schema: the common keys plus the plugin's own."""
+def netconf(properties: dict[str, Any], required: list[str] | None = None, *,
+            runtime_config: dict[str, Any] | None = None, cni_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A plugin config schema: the common keys (types.NetConf) plus the plugin's own.
+
+    ``runtime_config`` and ``cni_args`` are the keys of the plugin's RuntimeConfig and
+    ``args.cni`` structs; without them those objects are Go maps (keys kept exactly).
+    """
+    rc: dict[str, Any] = {"type": "object", GO_MAP: True}
+    if runtime_config is not None:
+        rc = {"type": "object", "properties": runtime_config}
+    args: dict[str, Any] = {"type": "object", GO_MAP: True}
+    if cni_args is not None:
+        args = {"type": "object", "properties": {"cni": {"properties": cni_args}}}
     props: dict[str, Any] = {
         "cniVersion": {"type": "string"},
         "name": {"type": "string"},
         "type": {"type": "string"},
         "dns": DNS,
-        "args": {"type": "object"},
-        "runtimeConfig": {"type": "object"},
-        "capabilities": {"type": "object"},
-        "prevResult": {"type": "object"},
+        "args": args,
+        "runtimeConfig": rc,
+        "capabilities": {"type": "object", GO_MAP: True},
+        "prevResult": PREV_RESULT,
         "logFile": ABS_PATH,
         "cni.dev/valid-attachments": ATTACHMENTS,
         "cni.dev/attachments": ATTACHMENTS,

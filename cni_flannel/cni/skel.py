@@ -16,7 +16,7 @@ from typing import IO, Any
 from ..records import record
 from . import env as cnienv
 from .conf import NetConf, parse_netconf, version_of
-from .errors import INTERNAL, IO_FAILURE, CNIError
+from .errors import INTERNAL, IO_FAILURE, CNIError, errno_of, errno_text, from_os_error
 from .result import Result
 from .version import CURRENT, SUPPORTED, gate_verb
 
@@ -57,7 +57,7 @@ def run(plugin: Plugin, environ: Mapping[str, str], stdin: IO[bytes], stdout: IO
     try:
         data = stdin.read()
     except OSError as exc:
-        return _fail(plugin, environ, b"", CNIError(IO_FAILURE, f"error reading from stdin: {exc}",
+        return _fail(plugin, environ, b"", CNIError(IO_FAILURE, f"error reading from stdin: {errno_text(exc)}",
                                                      "the runtime must pass the config on stdin"),
                      stdout, stderr, started)
     if command == "VERSION":
@@ -74,8 +74,11 @@ def run(plugin: Plugin, environ: Mapping[str, str], stdin: IO[bytes], stdout: IO
     except CNIError as err:
         return _fail(plugin, environ, data, err, stdout, stderr, started, conf)
     except Exception as exc:  # the runtime must get an error object, never a traceback
-        internal = CNIError(INTERNAL, f"{plugin.name} internal error: {type(exc).__name__}: {exc}"[:500],
-                            "this is a bug in cni-flannel; the traceback is in the plugin log")
+        if errno_of(exc) is not None:  # a kernel or OS refusal no step worded: still words, not a repr
+            internal = from_os_error(f"{command} {plugin.name}", exc, "the traceback is in the plugin log")
+        else:
+            internal = CNIError(INTERNAL, f"{plugin.name} internal error: {type(exc).__name__}: {exc}"[:500],
+                                "this is a bug in cni-flannel; the traceback is in the plugin log")
         _log_traceback(environ, conf, stderr)
         return _fail(plugin, environ, data, internal, stdout, stderr, started, conf)
     _log_call(plugin, environ, conf, started, "ok", 0)

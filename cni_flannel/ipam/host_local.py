@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from ..cni import version as cniversion
-from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
+from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, errno_text
 from ..cni.result import DNS, IPConfig, Result, Route
 from ..records import field, record
 from .ranges import IPAddress, RangeSet, iterate, parse_range_sets
@@ -108,7 +108,7 @@ def parse_resolv_conf(path: str) -> DNS:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.readlines()
     except OSError as exc:
-        raise _bad(f"ipam.resolvConf {path}: {exc.strerror}", "point resolvConf at a readable file") from None
+        raise _bad(f"ipam.resolvConf {path}: {errno_text(exc)}", "point resolvConf at a readable file") from None
     for line in lines:
         fields = line.split()
         if not fields or fields[0].startswith(("#", ";")):

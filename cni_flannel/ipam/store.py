@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..cni.errors import IO_FAILURE, CNIError
+from ..cni.errors import IO_FAILURE, CNIError, errno_text
 from .ranges import IPAddress
 
 LOCK_NAME = "lock"
@@ -34,7 +34,7 @@ def _io_error(path: str, exc: OSError, doing: str) -> CNIError:
     fix = {errno.ENOSPC: "free space on that filesystem", errno.EROFS: "mount it read-write",
            errno.EACCES: "check its permissions (the plugin runs as root)"}.get(
         exc.errno or 0, "check that the path is a writable directory")
-    return CNIError(IO_FAILURE, f"host-local store: failed to {doing} {path}: {exc.strerror}", fix)
+    return CNIError(IO_FAILURE, f"host-local store: failed to {doing} {path}: {errno_text(exc)}", fix)
 
 
 def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:

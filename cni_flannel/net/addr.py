@@ -24,10 +24,21 @@ def list_addrs(ipr: Any, index: int, family: int | None = None) -> list[ipaddres
     return out
 
 
+def broadcast_of(iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> str | None:
+    """The broadcast address Go's netlink.AddrAdd sets: IPv4 with a prefix shorter than /31."""
+    if iface.version != 4 or iface.network.prefixlen >= 31:
+        return None
+    return str(iface.network.broadcast_address)
+
+
 def add_addr(ipr: Any, index: int, cidr: str, ignore_exists: bool = False) -> None:
     iface = ipaddress.ip_interface(cidr)
+    kwargs: dict[str, Any] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+    brd = broadcast_of(iface)
+    if brd is not None:
+        kwargs["broadcast"] = brd  # "inet 10.42.1.2/24 brd 10.42.1.255", as with the Go plugins
     try:
-        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        ipr.addr("add", **kwargs)
     except netlink_errors() as exc:
         if not (ignore_exists and errno_of(exc) == errno.EEXIST):
             raise

@@ -102,8 +102,9 @@ def create_veth(cont_ipr: Any, ifname: str, mtu: int, mac: str, host_ns_fd: int)
     last: BaseException | None = None
     for _ in range(10):
         host_name = random_veth_name()
-        kwargs: dict[str, Any] = {"ifname": ifname, "kind": "veth",
-                                  "peer": {"ifname": host_name, "net_ns_fd": host_ns_fd}}
+        # txqlen 0 on both ends, as Go's netlink.Veth{} literal creates them (a veth needs no queue)
+        kwargs: dict[str, Any] = {"ifname": ifname, "kind": "veth", "txqlen": 0,
+                                  "peer": {"ifname": host_name, "net_ns_fd": host_ns_fd, "txqlen": 0}}
         if mtu:
             kwargs["mtu"] = mtu
             kwargs["peer"]["mtu"] = mtu

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..cni.errors import INVALID_NETNS, CNIError
+from ..cni.errors import INVALID_NETNS, CNIError, errno_text
 
 CLONE_NEWNET = 0x40000000
 _libc: Any = None
@@ -45,7 +45,7 @@ def open_netns(path: str) -> int:
     except FileNotFoundError:
         raise NetnsGone(path) from None
     except OSError as exc:
-        raise CNIError(INVALID_NETNS, f"failed to open netns {path!r}: {exc.strerror}",
+        raise CNIError(INVALID_NETNS, f"failed to open netns {path!r}: {errno_text(exc)}",
                        "CNI_NETNS must be a network namespace path such as /run/netns/<name>") from None
     return fd
 

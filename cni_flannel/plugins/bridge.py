@@ -15,7 +15,7 @@ from .. import delegate
 from ..cni import schemas
 from ..cni.conf import NetConf
 from ..cni.env import CmdArgs
-from ..cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, CNIError
+from ..cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, CNIError, errno_of, from_os_error, kernel_step
 from ..cni.result import DNS, Interface, Result, Route
 from ..cni.skel import Plugin
 from ..records import field, record
@@ -40,7 +40,7 @@ SCHEMA = schemas.netconf({
     "macspoofchk": {"type": "boolean"}, "disableContainerInterface": {"type": "boolean"},
     "portIsolation": {"type": "boolean"},
     "ipam": {"type": "object", "properties": {"type": {"type": "string"}}},
-})
+}, runtime_config={"mac": {}}, cni_args={"mac": {}})
 
 
 @record
@@ -173,8 +173,10 @@ def _ensure_addr(ipr: Any, br_index: int, br_name: str, gw: Any, force: bool) ->
             if not force:
                 raise CNIError(INVALID_CONFIG, f'"{br_name}" already has an IP address different from {gw}',
                                f"it has {a}; set forceAddress to true to replace it, or fix the subnet")
-            addr.del_addr(ipr, br_index, a)
-    addr.add_addr(ipr, br_index, str(gw), ignore_exists=True)
+            with kernel_step(f"remove {a} from {br_name}", "remove the address by hand and retry"):
+                addr.del_addr(ipr, br_index, a)
+    with kernel_step(f"add the gateway address {gw} to {br_name}", "check the bridge and the subnet"):
+        addr.add_addr(ipr, br_index, str(gw), ignore_exists=True)
 
 
 def _configure_container(cont_ipr: Any, netns: str, ifname: str, index: int, result: Result,
@@ -185,7 +187,8 @@ def _configure_container(cont_ipr: Any, netns: str, ifname: str, index: int, res
     from ..net.netns import entered
 
     has_v6 = any(ip.version == "6" for ip in result.ips)
-    with entered(netns):
+    with entered(netns), kernel_step(f"set the sysctls of {ifname} in {netns}",
+                                     "the container's /proc/sys/net must be writable"):
         if enable_dad:
             sysctl.write(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
             sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "1")
@@ -199,17 +202,18 @@ def _configure_container(cont_ipr: Any, netns: str, ifname: str, index: int, res
     v4gw = next((ip.gateway for ip in result.ips if ip.version == "4" and ip.gateway), None)
     v6gw = next((ip.gateway for ip in result.ips if ip.version == "6" and ip.gateway), None)
     for ip in result.ips:
-        addr.add_addr(cont_ipr, index, ip.address)
+        with kernel_step(f"add IP addr {ip.address} to {ifname}", "check the IPAM result and the container"):
+            addr.add_addr(cont_ipr, index, ip.address)
     if v6gw and enable_dad:
         addr.settle(cont_ipr, index)
-    set_up(cont_ipr, index)
+    with kernel_step(f"set {ifname!r} up", "check the container's network namespace"):
+        set_up(cont_ipr, index)
     for r in result.routes:
         gw = r.gw or (v6gw if r.is_v6 else v4gw)
-        try:
+        # the reference's message, with the errno in words: "... dev eth0': network is unreachable (ENETUNREACH)"
+        with kernel_step(f"add route '{r.dst} via {gw} dev {ifname}'", "check ipam.routes for duplicates or "
+                         "unreachable gateways", code=INVALID_CONFIG):
             addr.add_route(cont_ipr, index, r.dst, gw, r.extra)
-        except Exception as exc:
-            raise CNIError(INVALID_CONFIG, f"failed to add route '{r.dst} via {gw} dev {ifname}': {exc}",
-                           "check ipam.routes for duplicates or unreachable gateways") from None
 
 
 def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
@@ -223,26 +227,37 @@ def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
     if link.by_name(cont_ipr, args.ifname) is not None:
         raise CNIError(INVALID_CONFIG, f"container veth name {args.ifname!r} already exists in {args.netns}",
                        "DEL the attachment first, or choose another CNI_IFNAME")
+    vlan_option = "vlan" if n.vlan else "vlanTrunk"
     try:
-        br = link.ensure_bridge(host_ipr, n.bridge, n.mtu, n.promisc, bool(n.vlan or n.vlans))
+        with kernel_step(f"create bridge {n.bridge!r}", "check the node's bridge module and CAP_NET_ADMIN",
+                         feature="bridge VLAN filtering" if n.vlan or n.vlans else "",
+                         option=vlan_option if n.vlan or n.vlans else ""):
+            br = link.ensure_bridge(host_ipr, n.bridge, n.mtu, n.promisc, bool(n.vlan or n.vlans))
     except link.NotABridge:
         raise CNIError(INVALID_CONFIG, f'"{n.bridge}" already exists but is not a bridge',
                        "pick another name in field bridge, or remove that link") from None
-    sysctl.write(f"net/ipv6/conf/{n.bridge}/accept_ra", "0")
-    link.set_up(host_ipr, br.index)
+    with kernel_step(f"set up bridge {n.bridge!r}", "check the node's /proc/sys/net and the bridge"):
+        sysctl.write(f"net/ipv6/conf/{n.bridge}/accept_ra", "0")
+        link.set_up(host_ipr, br.index)
 
     host_fd = netns.host_fd()
     try:
-        host_name, cont = link.create_veth(cont_ipr, args.ifname, n.mtu, n.mac, host_fd)
+        with kernel_step(f"create veth pair {args.ifname!r} in {args.netns}",
+                         "check the container's network namespace and the MAC address"):
+            host_name, cont = link.create_veth(cont_ipr, args.ifname, n.mtu, n.mac, host_fd)
     finally:
         os.close(host_fd)
     ipam_done = False
     try:
         host = link.by_name(host_ipr, host_name)
         assert host is not None
-        link.set_up(host_ipr, host.index)
-        sysctl.write(f"net/ipv6/conf/{host_name}/accept_ra", "0")
-        link.set_bridge_port(host_ipr, host.index, br.index, n.hairpin, n.port_isolation)
+        port_feature = ("bridge port hairpin/isolation" if n.hairpin or n.port_isolation else "")
+        with kernel_step(f"connect {host_name!r} to bridge {n.bridge}", "check the bridge and the host veth",
+                         feature=port_feature, option="portIsolation" if n.port_isolation else
+                         ("hairpinMode" if n.hairpin else "")):
+            link.set_up(host_ipr, host.index)
+            sysctl.write(f"net/ipv6/conf/{host_name}/accept_ra", "0")
+            link.set_bridge_port(host_ipr, host.index, br.index, n.hairpin, n.port_isolation)
         _setup_vlans(host_ipr, host.index, br.index, n)
         result = Result(cni_version=n.cni_version, interfaces=[
             Interface(name=n.bridge, mac=br.mac), Interface(name=host_name, mac=host.mac),
@@ -268,7 +283,8 @@ def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
                 addrs = [ipaddress.ip_interface(ip.address) for ip in result.ips]
                 ipmasq.choose(n.ip_masq_backend).setup(addrs, n.name, args.ifname, args.container_id)
         elif not n.disable_container_interface:
-            link.set_up(cont_ipr, cont.index)
+            with kernel_step(f"set {args.ifname!r} up", "check the container's network namespace"):
+                link.set_up(cont_ipr, cont.index)
         if link.wait_oper_up(host_ipr, host.index) is None and not n.disable_container_interface:
             raise CNIError(TRY_AGAIN_LATER, f"bridge port in error state: {host_name} did not come up",
                            "retry the ADD; the port never reached the UP state")
@@ -298,9 +314,12 @@ def _setup_vlans(ipr: Any, host_index: int, br_index: int, n: BridgeConf) -> Non
             link.bridge_vlan(ipr, host_index, n.vlan, True, True)
         for vid in n.vlans:
             link.bridge_vlan(ipr, host_index, vid, False, False)
+    except CNIError:
+        raise
     except Exception as exc:
-        raise CNIError(INVALID_CONFIG, f"failed to set up VLANs on the bridge port: {exc}",
-                       "this kernel may not support bridge VLAN filtering; remove vlan/vlanTrunk") from None
+        raise from_os_error("set up VLANs on the bridge port", exc, "check vlan and vlanTrunk",
+                            code=INVALID_CONFIG, feature="bridge VLAN filtering",
+                            option="vlan" if n.vlan else "vlanTrunk") from None
 
 
 def _setup_gateway(ipr: Any, br_index: int, br_mac: str, n: BridgeConf, gws: dict[int, list[Any]]) -> None:
@@ -327,7 +346,8 @@ def _setup_gateway(ipr: Any, br_index: int, br_mac: str, n: BridgeConf, gws: dic
 
                 current = link.by_index(ipr, br_index)
                 br_mac = current.mac if current is not None else br_mac
-            ipr.link("set", index=br_index, address=br_mac)
+            with kernel_step(f"set the MAC address of {n.bridge} to {br_mac}", "check the bridge"):
+                ipr.link("set", index=br_index, address=br_mac)
             ok = sysctl.ensure("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
             if not ok:
                 raise CNIError(INVALID_CONFIG, "failed to enable forwarding",
@@ -343,7 +363,9 @@ def _ensure_vlan_gateway_iface(ipr: Any, br_index: int, n: BridgeConf) -> tuple[
     if existing is not None:
         return existing.index, name
     peer = f"{name}.gw"[:15] if len(name) < 12 else "vgw" + link.random_veth_name()[4:]
-    ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+    with kernel_step(f"create the VLAN gateway veth {name!r}", "check the bridge",
+                     feature="bridge VLAN filtering", option="vlan"):
+        ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
     host = link.by_name(ipr, name)
     gw_end = link.by_name(ipr, peer)
     assert host is not None and gw_end is not None
@@ -408,8 +430,10 @@ def cmd_del(args: CmdArgs, conf: NetConf) -> None:
     if link_error is not None:
         if isinstance(link_error, CNIError):
             raise link_error
-        raise CNIError(999, f"failed to delete {args.ifname} in {args.netns}: {link_error}",
-                       "the IPAM reservation and rules were released; retry DEL")
+        if errno_of(link_error) is None:
+            raise link_error
+        raise from_os_error(f"delete {args.ifname} in {args.netns}", link_error,
+                            "the IPAM reservation and rules were released; retry DEL")
 
 
 def _delete_container_link(args: CmdArgs) -> None:

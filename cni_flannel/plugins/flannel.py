@@ -16,7 +16,7 @@ from .. import delegate
 from ..cni import schemas
 from ..cni.conf import NetConf
 from ..cni.env import CmdArgs
-from ..cni.errors import INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError
+from ..cni.errors import INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, errno_text
 from ..cni.result import Result
 from ..cni.skel import Plugin
 from ..records import field, record
@@ -27,7 +27,10 @@ DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 SCHEMA = schemas.netconf({
     "subnetFile": schemas.ABS_PATH,
     "dataDir": schemas.ABS_PATH,
-    "delegate": {"type": "object", "properties": {"type": {"type": "string", "minLength": 1}}},
+    # delegate and ipam are Go maps in flannel's NetConf: their keys are kept exactly
+    # (the delegate decodes them itself); runtimeConfig is one too (netconf's default).
+    "delegate": {"type": "object", schemas.GO_MAP: True,
+                 "properties": {"type": {"type": "string", "minLength": 1}}},
     "ipam": {"type": "object"},
 })
 
@@ -67,7 +70,7 @@ def load_subnet_env(path: str) -> SubnetEnv:
                        "flanneld on this node has not written it yet (it does so once it has a lease); "
                        "check the flannel pod log for this node") from None
     except OSError as exc:
-        raise CNIError(IO_FAILURE, f"failed to load flannel 'subnet.env' file: {path}: {exc.strerror}",
+        raise CNIError(IO_FAILURE, f"failed to load flannel 'subnet.env' file: {path}: {errno_text(exc)}",
                        "check the file's permissions and the flannel pod log for this node") from None
     env = SubnetEnv()
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -229,7 +232,7 @@ def save(fc: FlannelConf, container_id: str, data: bytes) -> None:
 
         write_atomic(path, data, 0o600)
     except OSError as exc:
-        raise CNIError(IO_FAILURE, f"failed to save the delegate config to {path}: {exc.strerror}",
+        raise CNIError(IO_FAILURE, f"failed to save the delegate config to {path}: {errno_text(exc)}",
                        "flannel's dataDir must be a writable directory with free space") from None
 
 
@@ -283,7 +286,7 @@ def _load_saved(fc: FlannelConf, args: CmdArgs) -> tuple[dict[str, Any], bytes] 
         return None
     except OSError as exc:
         data = b""
-        _warn(f"cannot read {path} ({exc.strerror}); rebuilding the delegate config from subnet.env")
+        _warn(f"cannot read {path} ({errno_text(exc)}); rebuilding the delegate config from subnet.env")
     try:
         saved = json.loads(data)
         if isinstance(saved, dict) and isinstance(saved.get("type"), str):

@@ -8,7 +8,9 @@ from ..cni.result import Result
 from ..cni.skel import Plugin
 from ..ipam import host_local as hl
 
-SCHEMA = schemas.netconf({"ipam": schemas.IPAM_HOST_LOCAL}, required=["ipam"])
+SCHEMA = schemas.netconf({"ipam": schemas.IPAM_HOST_LOCAL}, required=["ipam"],
+                         runtime_config={"ipRanges": {"items": {"items": schemas.POOL_KEYS}}, "ips": {}},
+                         cni_args={"ips": {}})
 ARGS_KNOWN = ("IP",)  # IPAMArgs in Go: everything else needs IgnoreUnknown
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..cni import schemas
 from ..cni.conf import NetConf
 from ..cni.env import CmdArgs
-from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, CNIError
+from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, CNIError, errno_text
 from ..cni.result import Result
 from ..cni.skel import Plugin
 
@@ -26,7 +26,8 @@ SCHEMA = schemas.netconf({
     "externalSetMarkChain": {"type": "string", "minLength": 1, "maxLength": 28},
     "conditionsV4": {"type": "array", "items": {"type": "string"}},
     "conditionsV6": {"type": "array", "items": {"type": "string"}},
-})
+}, runtime_config={"portMappings": {"items": {"properties": {
+    k: {} for k in ("hostPort", "containerPort", "protocol", "hostIP")}}}})
 
 
 def _ci(entry: dict[str, Any], key: str) -> Any:
@@ -236,7 +237,7 @@ def cmd_status(args: CmdArgs, conf: NetConf) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise CNIError(PLUGIN_NOT_AVAILABLE, f"portmap {backend_name} backend is not usable: {exc.strerror}",
+        raise CNIError(PLUGIN_NOT_AVAILABLE, f"portmap {backend_name} backend is not usable: {errno_text(exc)}",
                        f"install {backend_name}") from None
     if proc.returncode != 0:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"portmap {backend_name} backend is not usable: "

@@ -12,8 +12,9 @@ import threading
 import time
 
 import pytest
-from harness import REPO, our_program, ours
+from harness import REPO, our_program
 from kernel import link
+from our_plugins import ours
 
 from cni_flannel.tools import topology
 

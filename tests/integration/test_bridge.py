@@ -9,8 +9,10 @@ import sys
 import time
 
 import pytest
-from harness import ALL_VERSIONS, go, ours
+from harness import ALL_VERSIONS, go
 from kernel import addrs, iptables_nat, link, links, nft, normalise, ping, routes, sysctl, veth_pair, veths_on
+from kernel_state import differences, full_state
+from our_plugins import ours
 
 BASE = {
     "cniVersion": "1.0.0", "name": "brnet", "type": "bridge", "bridge": "cnibr0",
@@ -79,9 +81,13 @@ def test_side_by_side_with_go(make_netns, tmp_path, requires_go) -> None:
             + [sysctl(node, k) for k in ("net/ipv4/ip_forward", "net/ipv6/conf/cnibr0/accept_ra",
                                          f"net/ipv6/conf/{hostveth}/accept_ra")],
             "iptables": iptables_nat(node),
+            # every link and address attribute (kernel_state lists the fields ignored and why):
+            # catches the missing "brd" on IPv4 addresses and txqlen 1000 on the veths (issue 20 §3)
+            "kernel_node": full_state(node, {hostveth: "host-veth"}),
+            "kernel_cont": full_state(cont, {}),
         }
     for key in state["go"]:
-        assert state["ours"][key] == state["go"][key], key
+        assert state["ours"][key] == state["go"][key], (key, differences(state["go"][key], state["ours"][key]))
 
 
 @pytest.mark.parametrize("direction", ["go-adds-ours-deletes", "ours-adds-go-deletes"])

@@ -5,8 +5,10 @@ import json
 import os
 
 import pytest
-from harness import ALL_VERSIONS, go, ours
+from harness import ALL_VERSIONS, go
 from kernel import addrs, iptables_nat, link, normalise, ping, routes, sysctl, veths_on
+from kernel_state import differences, full_state
+from our_plugins import ours
 
 from cni_flannel.tools import topology
 
@@ -106,8 +108,11 @@ def test_kernel_state_equals_go_bridge_fed_our_saved_config(make_netns, tmp_path
                 "br": (link(node, "mycni8")["mtu"], addrs(node, "mycni8")),
                 "pod": (link(pod, "eth0")["mtu"], addrs(pod, "eth0"), routes(pod)),
                 "sysctl": sysctl(pod, "net/ipv4/conf/eth0/arp_notify"),
-                "nat": iptables_nat(node)}
-    assert state(ours_node, ours_pod, r_ours) == state(go_node, go_pod, r_go.data)
+                "nat": iptables_nat(node),
+                # all link and address attributes (issue 20 §3: brd, txqlen; ignored fields in kernel_state)
+                "kernel": (full_state(node, {res["interfaces"][1]["name"]: "host-veth"}), full_state(pod, {}))}
+    want, got = state(go_node, go_pod, r_go.data), state(ours_node, ours_pod, r_ours)
+    assert got == want, differences(want, got)
 
 
 def test_missing_subnet_env_is_code_11_and_nothing_saved(make_netns, tmp_path) -> None:

@@ -5,8 +5,9 @@ import copy
 import json
 
 import pytest
-from harness import ALL_VERSIONS, go, ours
+from harness import ALL_VERSIONS, go
 from kernel import iptables_nat, link, nft, sysctl, veth_pair
+from our_plugins import ours
 from traffic import request, server
 
 BRIDGE = {"cniVersion": "1.0.0", "name": "pmnet", "type": "bridge", "bridge": "pmbr0", "isGateway": True,
