@@ -156,11 +156,25 @@ def test_sidecar_reinstalls_on_change_and_stops_on_sigterm(tmp_path) -> None:
 def test_manifest_validates_against_kubernetes_schemas() -> None:
     kv = pytest.importorskip("kubernetes_validate")
     yaml = pytest.importorskip("yaml")
-    docs = list(yaml.safe_load_all(open(os.path.join(REPO, "install-cni", "kube-flannel.yml"))))
+    text = open(os.path.join(REPO, "install-cni", "kube-flannel.yml")).read()
+    docs = list(yaml.safe_load_all(text))
     kinds = [d["kind"] for d in docs]
     assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
     for d in docs:
         kv.validate(d, "1.33", strict=True)
+    # RBAC: the seed's rules plus `nodes get` (reference §6.6), each rule justified by a comment
+    rules = docs[2]["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+                     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+                     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+                     {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}]
+    from kubeapi.auth import FLANNEL_RULES  # the tests' API server enforces the same ClusterRole
+
+    assert {(v, r) for rule in rules for r in rule["resources"] for v in rule["verbs"]} == FLANNEL_RULES
+    rbac_text = text[text.index("rules:"):text.index("kind: ClusterRoleBinding")]
+    assert rbac_text.count("\n  # ") >= len(rules)
+    assert docs[3]["roleRef"]["name"] == docs[2]["metadata"]["name"]
+    assert docs[3]["subjects"] == [{"kind": "ServiceAccount", "name": "flannel", "namespace": "kube-flannel"}]
     cm = docs[4]["data"]
     cni = json.loads(cm["cni-conf.json"])
     assert cni["plugins"][0]["delegate"] == {"forceAddress": True, "bridge": "mycni8", "isDefaultGateway": True}
@@ -169,9 +183,36 @@ def test_manifest_validates_against_kubernetes_schemas() -> None:
     assert net == {"Network": "10.42.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": True}}
     ds = docs[5]
     assert ds["apiVersion"] == "apps/v1" and ds["spec"]["selector"]["matchLabels"] == {"app": "flannel"}
-    containers = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
-    assert {"--ip-masq", "--kube-subnet-mgr"} <= set(containers["kube-flannel"]["args"])
-    assert "install-cni" in containers
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["serviceAccountName"] == "flannel"
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == ["kube-flannel", "install-cni"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # flanneld: our image, our flanneld in kube mode, probes, capabilities (not privileged), env, mounts
+    kf = containers["kube-flannel"]
+    assert kf["image"] == containers["install-cni"]["image"] == "cni-flannel:dev"  # one image for both
+    assert kf["command"] == ["/opt/bin/flanneld"]
+    assert kf["args"] == ["--ip-masq", "--kube-subnet-mgr", "--healthz-port=8081"]
+    assert "# - --iface=ens3" in text  # the seed's interface pin, as a commented example
+    assert kf["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8081}
+    assert kf["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
+    assert kf["securityContext"] == {"privileged": False, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}
+    assert kf["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in kf["volumeMounts"]}
+    assert mounts == {"/run/flannel": {"name": "run", "hostPath": {"path": "/run/flannel"}},
+                      "/etc/kube-flannel/": {"name": "flannel-cfg", "configMap": {"name": "kube-flannel-cfg"}},
+                      "/run/xtables.lock": {"name": "xtables-lock",
+                                            "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}}
+    # install-cni: the image's entry point, as a sidecar over the host's CNI directories
+    ic = containers["install-cni"]
+    assert ic["command"] == ["/install-cni.sh"]
+    assert ic["args"][:4] == ["--mode", "sidecar", "--config-file", "/etc/kube-flannel/cni-conf.json"]
+    ic_mounts = {m["mountPath"]: volumes[m["name"]] for m in ic["volumeMounts"]}
+    assert ic_mounts["/host/opt/cni/bin"]["hostPath"]["path"] == "/opt/cni/bin"
+    assert ic_mounts["/host/etc/cni/net.d"]["hostPath"]["path"] == "/etc/cni/net.d"
 
 
 def test_sidecar_runs_the_worker_and_stops_it(tmp_path) -> None:
