@@ -50,4 +50,11 @@ if [ "$(podman image inspect --format '{{index .Labels "cni-flannel.rootfs"}}' "
 fi
 
 log "image: podman build -t $IMAGE"
+old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build --network=none --pull=never --build-arg "BASE=$BASE" -f install-cni/Dockerfile -t "$IMAGE" .
+# A new bundle makes a new image: drop the one it replaces (only that one, if nothing uses it),
+# so that repeated builds do not pile up untagged copies.
+new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+  podman rmi "$old" >/dev/null 2>&1 || true
+fi
