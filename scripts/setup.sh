@@ -10,7 +10,7 @@ if [ "${CNI_FLANNEL_SKIP_APT:-}" != 1 ]; then
     iputils-ping netcat-openbsd procps util-linux binutils openssl >/dev/null
   # flanneld: a real etcd (the tests start their own, never the packaged service) and iperf3
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get install -y -qq --no-install-recommends etcd-server etcd-client iperf3 >/dev/null
+  apt-get install -y -qq --no-install-recommends etcd-server etcd-client iperf3 debootstrap curl >/dev/null
   rm -f /usr/sbin/policy-rc.d
   systemctl disable --now etcd >/dev/null 2>&1 || true
   # real clients for tests/runtimes: podman 4.3 and containerd 1.6 with runc, busybox for the test
