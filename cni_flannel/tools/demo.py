@@ -176,7 +176,7 @@ def demo(bundle: str, sandbox: str, lab: topology.Lab, hosts: list[topology.Host
         with open(subnet_env[node.name]) as f:
             print(f"    {node.name} subnet.env: {' '.join(f.read().split())}")
     n1 = nodes[0]
-    for title, cmd in (("routes", ["ip", "route", "show", "10.42.0.0/16"]),
+    for title, cmd in (("routes", ["ip", "route", "show", "root", "10.42.0.0/16"]),
                        ("ARP on flannel.1", ["ip", "neigh", "show", "dev", "flannel.1"]),
                        ("FDB on flannel.1", ["bridge", "fdb", "show", "dev", "flannel.1"])):
         print(f"    {n1.name} {title}:")
