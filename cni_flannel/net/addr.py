@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .link import errno_of
-from .netlink import netlink_errors
+from .netlink import kernel_errors
 
 IFA_F_TENTATIVE = 0x40
 
@@ -39,7 +39,7 @@ def add_addr(ipr: Any, index: int, cidr: str, ignore_exists: bool = False) -> No
         kwargs["broadcast"] = brd  # "inet 10.42.1.2/24 brd 10.42.1.255", as with the Go plugins
     try:
         ipr.addr("add", **kwargs)
-    except netlink_errors() as exc:
+    except kernel_errors() as exc:
         if not (ignore_exists and errno_of(exc) == errno.EEXIST):
             raise
 
@@ -47,7 +47,7 @@ def add_addr(ipr: Any, index: int, cidr: str, ignore_exists: bool = False) -> No
 def del_addr(ipr: Any, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
     try:
         ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-    except netlink_errors() as exc:
+    except kernel_errors() as exc:
         if errno_of(exc) not in (errno.EADDRNOTAVAIL, errno.ENOENT):
             raise
 

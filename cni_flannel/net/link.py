@@ -1,4 +1,7 @@
-"""Links: bridges, veth pairs and bridge ports, through one IPRoute socket per namespace."""
+"""Links: bridges, veth pairs and bridge ports, through one netlink socket per namespace.
+
+``ipr`` is our rtnl.Rtnl (the plugins) or pyroute2's IPRoute (doctor): both take the same calls.
+"""
 from __future__ import annotations
 
 import errno
@@ -8,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..records import record
-from .netlink import netlink_errors
+from .netlink import kernel_errors
 
 
 @record
@@ -43,7 +46,7 @@ def errno_of(exc: BaseException) -> int:
 def _get(ipr: Any, **key: Any) -> LinkInfo | None:
     try:
         msgs = ipr.link("get", **key)
-    except netlink_errors() as exc:
+    except kernel_errors() as exc:
         if errno_of(exc) == errno.ENODEV:
             return None
         raise
@@ -75,7 +78,7 @@ def ensure_bridge(ipr: Any, name: str, mtu: int, promisc: bool, vlan_filtering: 
         kwargs["br_vlan_filtering"] = 1
     try:
         ipr.link("add", **kwargs)
-    except netlink_errors() as exc:
+    except kernel_errors() as exc:
         if errno_of(exc) != errno.EEXIST:
             raise
     br = by_name(ipr, name)
@@ -112,7 +115,7 @@ def create_veth(cont_ipr: Any, ifname: str, mtu: int, mac: str, host_ns_fd: int)
             kwargs["address"] = mac
         try:
             cont_ipr.link("add", **kwargs)
-        except netlink_errors() as exc:
+        except kernel_errors() as exc:
             if errno_of(exc) == errno.EEXIST and by_name(cont_ipr, ifname) is None:
                 last = exc  # the host-side name collided: pick another
                 continue
@@ -142,7 +145,7 @@ def bridge_vlan(ipr: Any, index: int, vid: int, pvid: bool, untagged: bool, add:
 def delete(ipr: Any, index: int) -> None:
     try:
         ipr.link("del", index=index)
-    except netlink_errors() as exc:
+    except kernel_errors() as exc:
         if errno_of(exc) != errno.ENODEV:
             raise
 
@@ -152,11 +155,11 @@ def act_on_link_in(netns_path: str, ifname: str, action: Callable[[Any, LinkInfo
 
     The DEL paths use it: a vanished namespace or interface means there is nothing to undo.
     """
-    from .netlink import socket_in
+    from .netlink import rtnl_in
     from .netns import NetnsGone
 
     try:
-        ipr = socket_in(netns_path)
+        ipr = rtnl_in(netns_path)
     except NetnsGone:
         return
     try:

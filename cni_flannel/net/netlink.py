@@ -1,8 +1,10 @@
-"""pyroute2 sockets, imported lazily and without pyroute2's heavy package __init__.
+"""Netlink sockets: our own small rtnetlink socket for the plugins, pyroute2 for flanneld.
 
-``import pyroute2`` loads NDB, the CLI and every protocol (~250 ms); we need only
-the IPRoute class. Registering a bare package module first lets Python import
-``pyroute2.iproute.linux`` directly, which is several times cheaper.
+The plugins call ``rtnl_here()`` / ``rtnl_in(path)`` (net/rtnl.py: standard library only,
+no import cost). flanneld and doctor call ``socket_here()``: pyroute2's IPRoute, imported
+lazily and without pyroute2's heavy package __init__ (``import pyroute2`` loads NDB, the CLI
+and every protocol, ~250 ms; registering a bare package module first lets Python import
+``pyroute2.iproute.linux`` directly, which is several times cheaper).
 """
 from __future__ import annotations
 
@@ -44,6 +46,29 @@ def netlink_errors() -> tuple[type[BaseException], ...]:
     from pyroute2.netlink.exceptions import NetlinkError
 
     return (NetlinkError,)
+
+
+def kernel_errors() -> tuple[type[BaseException], ...]:
+    """The netlink error classes of both socket kinds, without importing pyroute2 for it."""
+    from .rtnl import NetlinkError
+
+    mod = sys.modules.get("pyroute2.netlink.exceptions")
+    return (NetlinkError, mod.NetlinkError) if mod is not None else (NetlinkError,)
+
+
+def rtnl_here() -> Any:
+    """Our own rtnetlink socket (net/rtnl.py) in the current namespace."""
+    from .rtnl import Rtnl
+
+    return Rtnl()
+
+
+def rtnl_in(netns_path: str) -> Any:
+    """Our own rtnetlink socket bound to the namespace at ``netns_path`` (NetnsGone if it is gone)."""
+    from .rtnl import Rtnl
+
+    with entered(netns_path):
+        return Rtnl()
 
 
 def socket_here() -> Any:

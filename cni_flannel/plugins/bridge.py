@@ -220,8 +220,8 @@ def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
     n = load_conf(conf, args)
     from ..net import link, netlink, netns, sysctl
 
-    host_ipr = netlink.socket_here()
-    cont_ipr = netlink.socket_in(args.netns) if args.netns else None
+    host_ipr = netlink.rtnl_here()
+    cont_ipr = netlink.rtnl_in(args.netns) if args.netns else None
     if cont_ipr is None:
         raise CNIError(4, "CNI_NETNS is empty", "ADD needs the container's network namespace")
     if link.by_name(cont_ipr, args.ifname) is not None:
@@ -458,8 +458,8 @@ def cmd_check(args: CmdArgs, conf: NetConf) -> None:
     if br_iface is None or cont_iface is None:
         raise CNIError(INVALID_CONFIG, "prevResult lacks the bridge or container interface",
                        f"expected interfaces {n.bridge} and {args.ifname} (sandbox {args.netns})")
-    host_ipr = netlink.socket_here()
-    cont_ipr = netlink.socket_in(args.netns)
+    host_ipr = netlink.rtnl_here()
+    cont_ipr = netlink.rtnl_in(args.netns)
     try:
         br = link.by_name(host_ipr, n.bridge)
         if br is None or br.kind != "bridge":

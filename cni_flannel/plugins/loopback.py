@@ -19,7 +19,7 @@ SCHEMA = schemas.netconf({})
 def cmd_add(args: CmdArgs, conf: NetConf) -> Result:
     from ..net import addr, link, netlink
 
-    ipr = netlink.socket_in(args.netns)
+    ipr = netlink.rtnl_in(args.netns)
     try:
         lo = link.by_name(ipr, args.ifname)
         if lo is None:
@@ -52,7 +52,7 @@ def cmd_del(args: CmdArgs, conf: NetConf) -> None:
 def cmd_check(args: CmdArgs, conf: NetConf) -> None:
     from ..net import link, netlink
 
-    ipr = netlink.socket_in(args.netns)
+    ipr = netlink.rtnl_in(args.netns)
     try:
         lo = link.by_name(ipr, args.ifname)
     finally:

@@ -63,9 +63,7 @@ def preload() -> None:
     for module in ("cni_flannel.net.link", "cni_flannel.net.addr", "cni_flannel.net.ipmasq",
                    "cni_flannel.net.hostport", "cni_flannel.net.spoofcheck", "cni_flannel.net.sysctl"):
         import_module(module)
-    from ..net import netlink
-
-    netlink.netlink_errors()  # imports pyroute2's IPRoute and its errors
+    import_module("cni_flannel.net.rtnl")  # the plugins' netlink socket (pyroute2 is flanneld's)
     import_module("jsonschema")  # only used to word config errors, but cheap here
 
 

@@ -20,7 +20,7 @@ from cni_flannel.cni.errors import CNIError, errno_text, from_os_error, kernel_s
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "cni_flannel")
 OS_ERRORS = {"OSError", "IOError", "FileNotFoundError", "PermissionError", "FileExistsError", "NotADirectoryError",
              "IsADirectoryError", "InterruptedError", "BlockingIOError", "TimeoutError", "ConnectionError",
-             "NetlinkError", "netlink_errors", "Exception", "BaseException"}
+             "NetlinkError", "netlink_errors", "kernel_errors", "Exception", "BaseException"}
 BUILDERS = {"CNIError", "_bad", "_io_error"}
 WORDERS = {"errno_text", "errno_of", "from_os_error", "_io_error"}  # _io_error words it with errno_text
 CNI_ERROR_FIELDS = ("msg", "code", "details")  # re-wrapping a CNIError is not showing a Python repr
