@@ -32,6 +32,7 @@ from .kernel import (
     Kernel,
     KernelError,
     Route,
+    by_dst,
     ensure_route,
     monitor,
     setting,
@@ -141,33 +142,42 @@ class HostGWBackend(Backend):
                                      ext_index=self.ext.index, ext_name=self.ext.name)
         report.errors.extend(errors)
         try:
-            have = self.kernel.routes(socket.AF_INET if version == 4 else socket.AF_INET6)
+            have = by_dst(self.kernel.routes(socket.AF_INET if version == 4 else socket.AF_INET6))
         except KernelError as exc:
             report.errors.append(str(exc))
             return set()
         done: set[str] = set()
-        for key, route in want.items():
-            before = len(report.added)
-            try:
+        recovered: list[Route] = []
+        with self.kernel.batch() as batch:  # every write of this pass in a few sendmsg calls
+            for key, route in want.items():
+                batch.tag = key
+                before = len(report.added)
                 ensure_route(self.kernel, route, have, report)
-            except KernelError as exc:
-                log.error("Error adding route to %s: %s", route.describe(), exc)
-                report.errors.append(f"peer {key}: {exc}")
-                continue
-            if len(report.added) > before and (version, key) in self._in_place:
-                log.info("Route recovered %s : %s", route.dst, route.gateway)
-            self._in_place.add((version, key))
-            done.add(key)
-        self._in_place = {m for m in self._in_place if m[0] != version or m[1] in want}
-        for r in list(have):
-            if owned_route(r, network=network, own_subnet=own, ext_index=self.ext.index) and \
-                    not any(w.same_as(r) for w in want.values()):
-                try:
+                if len(report.added) > before and (version, key) in self._in_place:
+                    recovered.append(route)
+                done.add(key)
+            batch.tag = None
+            wanted = by_dst(want.values())
+            for r in list(have):
+                if owned_route(r, network=network, own_subnet=own, ext_index=self.ext.index) and \
+                        not any(w.same_as(r) for w in wanted.lookup(r.dst)):
                     self.kernel.route_del(r)
                     report.removed.append(f"route {r.describe()}")
-                except KernelError as exc:
-                    if exc.code not in (2, 3):  # already gone
-                        report.errors.append(str(exc))
+        failed = set()
+        for tag, failure in batch.failures:
+            if tag is None:
+                if failure.code not in (2, 3):  # already gone
+                    report.errors.append(str(failure))
+                continue
+            failed.add(tag)
+            log.error("Error adding route to %s: %s", want[tag].describe(), failure)
+            report.errors.append(f"peer {tag}: {failure}")
+        done -= failed
+        for route in recovered:
+            if not any(want[k] is route for k in failed):
+                log.info("Route recovered %s : %s", route.dst, route.gateway)
+        self._in_place |= {(version, k) for k in done}
+        self._in_place = {m for m in self._in_place if m[0] != version or m[1] in want}
         return done
 
     def watch_kernel(self, trigger: Callable[[str], None], stop: threading.Event) -> None:

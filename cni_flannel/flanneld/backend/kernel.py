@@ -20,9 +20,10 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -335,10 +336,29 @@ class Kernel:
             kw["priority"] = r.priority
         return kw
 
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Defer route/neighbour/FDB writes made in the body (on this thread) and send them
+        together at its end; failures are in ``batch.failures`` as (tag, KernelError)."""
+        b = Batch(self)
+        self._local.batch = b
+        try:
+            yield b
+        finally:
+            self._local.batch = None
+        b.run()
+
+    def _deferred(self) -> Batch | None:
+        return getattr(self._local, "batch", None)
+
     def route_replace(self, r: Route) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_route(r), f"add route {r.describe()}")
         self._call(f"add route {r.describe()}", lambda: self.ipr.route("replace", **self._route_kw(r)))
 
     def route_del(self, r: Route) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_route(r, delete=True), f"delete route {r.describe()}")
         kw = self._route_kw(r)
         kw.pop("scope")
         kw.pop("flags", None)
@@ -358,12 +378,16 @@ class Kernel:
         return out
 
     def neigh_replace(self, n: Neigh) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_neigh(n), f"add neighbour {n.describe()}")
         family = socket.AF_INET if n.ip.version == 4 else socket.AF_INET6
         self._call(f"add neighbour {n.describe()}",
                    lambda: self.ipr.neigh("replace", dst=str(n.ip), lladdr=n.lladdr, ifindex=n.ifindex,
                                           state=NUD_PERMANENT, family=family))
 
     def neigh_del(self, n: Neigh) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_neigh(n, delete=True), f"delete neighbour {n.describe()}")
         family = socket.AF_INET if n.ip.version == 4 else socket.AF_INET6
         self._call(f"delete neighbour {n.describe()}",
                    lambda: self.ipr.neigh("del", dst=str(n.ip), ifindex=n.ifindex, family=family))
@@ -380,15 +404,137 @@ class Kernel:
         return out
 
     def fdb_replace(self, f: Fdb) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_fdb(f), f"add fdb entry {f.describe()}")
         self._call(f"add fdb entry {f.describe()}",
                    lambda: self.ipr.fdb("replace", ifindex=f.ifindex, lladdr=f.lladdr, dst=str(f.dst),
                                         state=NUD_PERMANENT, flags=NTF_SELF))
 
     def fdb_del(self, f: Fdb) -> None:
+        if (b := self._deferred()) is not None:
+            return b.add(encode_fdb(f, delete=True), f"delete fdb entry {f.describe()}")
         kw: dict[str, Any] = {"ifindex": f.ifindex, "lladdr": f.lladdr, "flags": NTF_SELF}
         if f.dst is not None:
             kw["dst"] = str(f.dst)  # only this remote of the entry
         self._call(f"delete fdb entry {f.describe()}", lambda: self.ipr.fdb("del", **kw))
+
+
+# -- batched writes ----------------------------------------------------------------------------
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_REPLACE, _NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+_RTM_NEWROUTE, _RTM_DELROUTE, _RTM_NEWNEIGH, _RTM_DELNEIGH, _NLMSG_ERROR = 24, 25, 28, 29, 2
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY, _RTA_PRIORITY, _RTA_TABLE = 1, 4, 5, 6, 15
+_NDA_DST, _NDA_LLADDR = 1, 2
+_RT_SCOPE_NOWHERE = 255
+_PER_SEND = 200  # requests per sendmsg: their acks must fit the receive buffer
+
+
+def _nla(kind: int, value: bytes) -> bytes:
+    size = 4 + len(value)
+    return struct.pack("HH", size, kind) + value + b"\0" * (-size % 4)
+
+
+def _mac(lladdr: str) -> bytes:
+    return bytes.fromhex(lladdr.replace(":", ""))
+
+
+def encode_route(r: Route, delete: bool = False) -> tuple[int, int, bytes]:
+    """(type, flags, body) of RTM_NEWROUTE (create|replace) or RTM_DELROUTE, as iproute2 sends them:
+    a delete names dst, gateway, device, priority and protocol with scope "nowhere" (any)."""
+    family = socket.AF_INET if r.dst.version == 4 else socket.AF_INET6
+    scope, rtype = (_RT_SCOPE_NOWHERE, 0) if delete else (RT_SCOPE_UNIVERSE, RTN_UNICAST)
+    flags = RTNH_F_ONLINK if (r.onlink and not delete) else 0
+    body = struct.pack("BBBBBBBBI", family, r.dst.prefixlen, 0, 0, RT_TABLE_MAIN, r.protocol, scope, rtype, flags)
+    body += _nla(_RTA_TABLE, struct.pack("I", RT_TABLE_MAIN)) + _nla(_RTA_DST, r.dst.network_address.packed)
+    if r.gateway is not None:
+        body += _nla(_RTA_GATEWAY, r.gateway.packed)
+    if r.oif:
+        body += _nla(_RTA_OIF, struct.pack("i", r.oif))
+    if r.priority:
+        body += _nla(_RTA_PRIORITY, struct.pack("I", r.priority))
+    if delete:
+        return _RTM_DELROUTE, _NLM_F_REQUEST | _NLM_F_ACK, body
+    return _RTM_NEWROUTE, _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_REPLACE, body
+
+
+def encode_neigh(n: Neigh, delete: bool = False) -> tuple[int, int, bytes]:
+    """`ip neigh replace <ip> lladdr <mac> dev <dev> nud permanent` (or `del`)."""
+    family = socket.AF_INET if n.ip.version == 4 else socket.AF_INET6
+    body = struct.pack("BBHiHBB", family, 0, 0, n.ifindex, 0 if delete else NUD_PERMANENT, 0, 0)
+    body += _nla(_NDA_DST, n.ip.packed)
+    if delete:
+        return _RTM_DELNEIGH, _NLM_F_REQUEST | _NLM_F_ACK, body
+    return _RTM_NEWNEIGH, _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_REPLACE, body + _nla(
+        _NDA_LLADDR, _mac(n.lladdr))
+
+
+def encode_fdb(f: Fdb, delete: bool = False) -> tuple[int, int, bytes]:
+    """`bridge fdb replace <mac> dev <dev> dst <ip> self permanent` (or `del`, of that remote only)."""
+    body = struct.pack("BBHiHBB", socket.AF_BRIDGE, 0, 0, f.ifindex, 0 if delete else NUD_PERMANENT, NTF_SELF, 0)
+    body += _nla(_NDA_LLADDR, _mac(f.lladdr))
+    if f.dst is not None:
+        body += _nla(_NDA_DST, f.dst.packed)
+    if delete:
+        return _RTM_DELNEIGH, _NLM_F_REQUEST | _NLM_F_ACK, body
+    return _RTM_NEWNEIGH, _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_REPLACE, body
+
+
+class Batch:
+    """Writes collected during a reconcile and sent together (see `Kernel.batch`).
+
+    pyroute2 pays one asyncio round trip per request (~1 ms): programming 1,000 vxlan peers
+    (3,000 objects) took 3 s. Here each request is encoded by hand (the six message shapes
+    above), up to 200 go in one sendmsg on a raw rtnetlink socket in the Kernel's namespace,
+    and the acks are matched back by sequence number: the same 3,000 objects take ~0.15 s.
+    The kernel handles the messages of one sendmsg in order, so a peer's ARP, FDB and route
+    still go in the reference's order. ``tag`` (the peer being planned) travels with each
+    request, so a failure is reported against its peer."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.tag: str | None = None
+        self.requests: list[tuple[int, int, bytes, str, str | None]] = []
+        self.failures: list[tuple[str | None, KernelError]] = []
+
+    def add(self, encoded: tuple[int, int, bytes], doing: str) -> None:
+        self.requests.append((*encoded, doing, self.tag))
+
+    def run(self) -> None:
+        if not self.requests:
+            return
+        with self.kernel.inside():
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.bind((0, 0))
+            sock.settimeout(5.0)
+            for start in range(0, len(self.requests), _PER_SEND):
+                self._send(sock, start, self.requests[start:start + _PER_SEND])
+        finally:
+            sock.close()
+            self.requests = []
+
+    def _send(self, sock: socket.socket, base: int, chunk: list[tuple[int, int, bytes, str, str | None]]) -> None:
+        data = b"".join(struct.pack("IHHII", 16 + len(body), kind, flags, base + i + 1, 0) + body
+                        for i, (kind, flags, body, _, _) in enumerate(chunk))
+        pending = set(range(base + 1, base + len(chunk) + 1))
+        try:
+            sock.send(data)
+            while pending:
+                reply = sock.recv(1 << 20)
+                off = 0
+                while off + 16 <= len(reply):
+                    size, kind, _, seq, _ = struct.unpack_from("IHHII", reply, off)
+                    if kind == _NLMSG_ERROR and seq in pending:
+                        pending.discard(seq)
+                        code = -struct.unpack_from("i", reply, off + 16)[0]
+                        if code:
+                            _, _, _, doing, tag = chunk[seq - base - 1]
+                            self.failures.append((tag, KernelError(f"failed to {doing}: {errno_text(code)}", code)))
+                    off += max(16, (size + 3) & ~3)
+        except OSError as exc:
+            for seq in sorted(pending):
+                _, _, _, doing, tag = chunk[seq - base - 1]
+                self.failures.append((tag, translate(exc, doing)))
 
 
 # -- the netlink monitor ---------------------------------------------------------------------
@@ -489,11 +635,41 @@ def monitor(groups: int, filter: Callable[[Event], str | None], trigger: Callabl
 
 
 # -- shared reconcile steps ----------------------------------------------------------------------
+class Index(list):  # type: ignore[type-arg]
+    """A list of kernel objects with a lookup by one key, kept in step on append/remove.
+
+    A reconcile looks up every peer's route, neighbour and FDB entry among what it read from
+    the kernel: with a plain list that is O(peers²) (1,000 peers: 1.5 M comparisons, ~1 s)."""
+
+    def __init__(self, items: Iterable[Any], key: Callable[[Any], Any]) -> None:
+        super().__init__(items)
+        self._key = key
+        self._by: dict[Any, list[Any]] = {}
+        for item in self:
+            self._by.setdefault(key(item), []).append(item)
+
+    def lookup(self, key: Any) -> list[Any]:
+        return self._by.get(key, [])
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        self._by.setdefault(self._key(item), []).append(item)
+
+    def remove(self, item: Any) -> None:
+        super().remove(item)
+        self._by[self._key(item)].remove(item)
+
+
+def by_dst(routes: Iterable[Route]) -> Index:
+    return Index(routes, lambda r: r.dst)
+
+
 def ensure_route(k: Kernel, want: Route, have: list[Route], report: ReconcileReport) -> None:
     """Make ``want`` present: nothing if an equal route exists in ``have`` (the main table as
-    read), else ``route replace``; a route with the same dst but another gateway or device is
-    replaced (route_network.go@H's message). ``have`` is updated to match the kernel."""
-    same_dst = [r for r in have if r.dst == want.dst]
+    read; an `Index` by dst makes the lookup O(1)), else ``route replace``; a route with the same
+    dst but another gateway or device is replaced (route_network.go@H's message). ``have`` is
+    updated to match the kernel."""
+    same_dst = have.lookup(want.dst) if isinstance(have, Index) else [r for r in have if r.dst == want.dst]
     if any(want.same_as(r) for r in same_dst):
         return
     old = next((r for r in same_dst if r.priority == want.priority), None)

@@ -47,6 +47,7 @@ from .kernel import (
     RTPROT_BOOT,
     Event,
     Fdb,
+    Index,
     IPAddr,
     IPNet,
     Kernel,
@@ -54,6 +55,7 @@ from .kernel import (
     Link,
     Neigh,
     Route,
+    by_dst,
     ci_get,
     ensure_route,
     monitor,
@@ -407,36 +409,46 @@ class VXLANBackend(Backend):
         family = socket.AF_INET if dev.version == 4 else socket.AF_INET6
         try:
             names = self.kernel.names()
-            routes = self.kernel.routes(family, names)
-            neighs = [n for n in self.kernel.neighbours(dev.index, family, dev.name) if n.state & NUD_PERMANENT]
-            fdbs = [f for f in self.kernel.fdb_entries(dev.index, dev.name)
-                    if f.state & NUD_PERMANENT and f.flags & NTF_SELF and f.dst is not None
-                    and f.dst.version == dev.version]
+            routes = by_dst(self.kernel.routes(family, names))
+            neighs = Index((n for n in self.kernel.neighbours(dev.index, family, dev.name)
+                            if n.state & NUD_PERMANENT), lambda n: n.ip)
+            fdbs = Index((f for f in self.kernel.fdb_entries(dev.index, dev.name)
+                          if f.state & NUD_PERMANENT and f.flags & NTF_SELF and f.dst is not None
+                          and f.dst.version == dev.version), lambda f: f.lladdr)
         except KernelError as exc:
             report.errors.append(str(exc))
             return set()
         done: set[str] = set()
-        for plan in plans:
-            try:
-                if plan.neigh is not None:
-                    _apply_neigh(self.kernel, plan.neigh, neighs, report)
-                if plan.fdb is not None:
-                    _apply_fdb(self.kernel, plan.fdb, fdbs, report)
-                ensure_route(self.kernel, plan.route, routes, report)
-                done.add(plan.key)
-            except KernelError as exc:
-                report.errors.append(f"peer {plan.key}: {exc}")
-        self._remove_stale(fam, plans, routes, neighs, fdbs, report)
+        with self.kernel.batch() as batch:  # every write of this pass in a few sendmsg calls
+            for plan in plans:
+                batch.tag = plan.key
+                try:
+                    if plan.neigh is not None:
+                        _apply_neigh(self.kernel, plan.neigh, neighs, report)
+                    if plan.fdb is not None:
+                        _apply_fdb(self.kernel, plan.fdb, fdbs, report)
+                    ensure_route(self.kernel, plan.route, routes, report)
+                    done.add(plan.key)
+                except KernelError as exc:
+                    report.errors.append(f"peer {plan.key}: {exc}")
+            batch.tag = None
+            self._remove_stale(fam, plans, routes, neighs, fdbs, report)
+        for tag, failure in batch.failures:
+            if tag is not None:
+                done.discard(tag)
+                report.errors.append(f"peer {tag}: {failure}")
+            elif failure.code not in (2, 3):  # a stale object already gone (ENOENT/ESRCH)
+                report.errors.append(str(failure))
         return done
 
     def _remove_stale(self, fam: Family, plans: list[PeerPlan], routes: list[Route], neighs: list[Neigh],
                       fdbs: list[Fdb], report: ReconcileReport) -> None:
-        want_routes = [p.route for p in plans]
+        want_routes = by_dst(p.route for p in plans)
         want_neigh = {p.neigh.ip for p in plans if p.neigh is not None}
         want_fdb = {p.fdb.lladdr for p in plans if p.fdb is not None}
         stale: list[tuple[str, Callable[[], None]]] = []
         for r in routes:
-            if owned_route(r, fam) and not any(w.same_as(r) for w in want_routes):
+            if owned_route(r, fam) and not any(w.same_as(r) for w in want_routes.lookup(r.dst)):
                 stale.append((f"route {r.describe()}", lambda r=r: self.kernel.route_del(r)))  # type: ignore[misc]
         for n in neighs:
             if n.ip not in want_neigh:
@@ -638,7 +650,8 @@ class VXLANBackend(Backend):
 
 # -- per-object steps ------------------------------------------------------------------------
 def _apply_neigh(k: Kernel, want: Neigh, have: list[Neigh], report: ReconcileReport) -> None:
-    cur = next((n for n in have if n.ip == want.ip), None)
+    cur = next(iter(have.lookup(want.ip) if isinstance(have, Index) else (n for n in have if n.ip == want.ip)),
+               None)
     if cur is not None and cur.lladdr == want.lladdr:
         return
     k.neigh_replace(want)
@@ -646,7 +659,8 @@ def _apply_neigh(k: Kernel, want: Neigh, have: list[Neigh], report: ReconcileRep
 
 
 def _apply_fdb(k: Kernel, want: Fdb, have: list[Fdb], report: ReconcileReport) -> None:
-    same_mac = [f for f in have if f.lladdr == want.lladdr]
+    same_mac = list(have.lookup(want.lladdr)) if isinstance(have, Index) else [f for f in have
+                                                                                if f.lladdr == want.lladdr]
     if any(f.dst == want.dst for f in same_mac):
         return
     k.fdb_replace(want)

@@ -89,8 +89,14 @@ class EtcdSubnetManager(SubnetManager):
         return parse_network_config(kv.value, check=True)  # ConfigError: fatal for the daemon
 
     # --- listing -------------------------------------------------------------------------------
-    def _lease_from_kv(self, key: str, value: bytes, lease_id: int, mod_revision: int) -> Lease | None:
-        """A Lease from one etcd key, or None (logged) when the key or value is malformed or expiring."""
+    def _lease_from_kv(self, key: str, value: bytes, lease_id: int, mod_revision: int,
+                       lookup_ttl: bool = True) -> Lease | None:
+        """A Lease from one etcd key, or None (logged) when the key or value is malformed or expiring.
+
+        A watch event skips the TimeToLive lookup (``lookup_ttl=False``): a peer's expiration
+        drives nothing (etcd deletes an expired key, and the DELETE follows), and one HTTP call
+        per event made 1,000 leases written at once take seconds. Such a lease keeps its
+        ``lease_id`` (non-zero: not a reservation) with ``expiration`` 0."""
         name = key[len(self.subnets_dir):] if key.startswith(self.subnets_dir) else key
         try:
             sn, sn6 = parse_subnet_key(name)
@@ -99,7 +105,7 @@ class EtcdSubnetManager(SubnetManager):
             self.log.warning("Ignoring bad subnet node %s: %s", key, exc)
             return None
         expiration = 0.0  # no etcd lease: a reservation, never expires
-        if lease_id:
+        if lease_id and lookup_ttl:
             ttl, _ = self.client.lease_ttl(lease_id)
             if ttl <= 0:  # its lease just ran out: the DELETE event follows
                 self.log.info("Could not read ttl of %s (etcd lease %x is gone)", key, lease_id)
@@ -334,7 +340,7 @@ class EtcdSubnetManager(SubnetManager):
             if peers.remove(subnet_key(sn, sn6)) is not None:
                 self.log.info("Peer lease removed: %s", name)
             return
-        lease = self._lease_from_kv(ev.key, ev.value, ev.lease, ev.mod_revision)
+        lease = self._lease_from_kv(ev.key, ev.value, ev.lease, ev.mod_revision, lookup_ttl=False)
         if lease is not None and peers.upsert(lease):
             self.log.info("Peer lease added or changed: %s (%s)", lease.key, lease.attrs.public_ip)
 
