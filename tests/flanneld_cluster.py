@@ -119,7 +119,8 @@ class Cluster:
 
     def flanneld_argv(self, node: Node, *extra: str) -> list[str]:
         base = [f"--subnet-file={node.subnet_file}", f"--state-dir={node.host.dir}/state",
-                "--healthz-ip=127.0.0.1", f"--healthz-port={HEALTHZ_PORT}", "--iptables-resync=1"]
+                "--healthz-ip=127.0.0.1", f"--healthz-port={HEALTHZ_PORT}", "--iptables-resync=1",
+                "--reconcile-period=1"]
         if self.etcd is not None and not any(a.startswith("--kube-subnet-mgr") for a in extra):
             base.append(f"--etcd-endpoints={self.etcd.endpoint}")
         return our_program("flanneld", *base, *extra)

@@ -63,6 +63,7 @@ class Options:
     log_backtrace_at: str = ""
     # ours: where state that must survive a restart lives (the VTEP MAC); "" = dirname(subnet_file)
     state_dir: str = ""
+    reconcile_period: int = 10  # seconds; ours: the full data-plane reconcile (events trigger it at once)
 
 
 _record_repr = Options.__repr__
@@ -299,6 +300,8 @@ FLAGS: dict[str, _Flag] = {f.name: f for f in (
     # ours
     _F("state-dir", "string", "", "directory for state kept across restarts (the VTEP MAC); "
        "empty means the directory of --subnet-file"),
+    _F("reconcile-period", "int", "10", "period of the full reconcile of routes, neighbours and FDB entries "
+       "with the kernel, in seconds (netlink events and lease changes trigger it at once)"),
 )}
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -434,6 +437,8 @@ def validate(opts: Options) -> None:
     _check_ip(opts.public_ipv6, "--public-ipv6", 6, "--public-ip")
     if not 0 <= opts.healthz_port <= 65535:
         raise FatalError(f"Invalid healthz-port option {opts.healthz_port}, out of acceptable range 0..65535")
+    if opts.reconcile_period < 1:
+        raise FatalError(f"Invalid reconcile-period option {opts.reconcile_period}, must be at least 1 second")
     if opts.iptables_resync < 1:  # ⚠ the reference's loops spin on time.After(0)
         raise FatalError(f"Invalid iptables-resync option {opts.iptables_resync}, must be at least 1 second")
     if not opts.kube_subnet_mgr and not all(opts.etcd_endpoints):
@@ -454,7 +459,7 @@ _GO_FIELDS = (
     ("healthzIP", "healthz_ip"), ("healthzPort", "healthz_port"), ("iptablesResyncSeconds", "iptables_resync"),
     ("iptablesForwardRules", "iptables_forward_rules"), ("blackholeRoute", "ip_blackhole_route"),
     ("netConfPath", "net_config_path"), ("setNodeNetworkUnavailable", "set_node_network_unavailable"),
-    ("stateDir", "state_dir"),  # ours
+    ("stateDir", "state_dir"), ("reconcilePeriod", "reconcile_period"),  # ours
 )
 
 

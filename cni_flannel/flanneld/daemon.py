@@ -428,7 +428,7 @@ class Daemon:
             log.info("Lease renewed: %s", lease.key)
 
     def _reconcile_loop(self) -> None:
-        period = max(1, int(self.opts.iptables_resync))
+        period = max(1, int(self.opts.reconcile_period))
         generation = -1
         while not self.stop.is_set():
             generation = self.peers.wait_change(generation, timeout=period)

@@ -32,6 +32,7 @@ DEFAULTS = {
     "ip_masq": False, "ip_masq_fully_random_disable": False, "iptables_resync": 5, "iptables_forward_rules": True,
     "ip_blackhole_route": False, "healthz_ip": "0.0.0.0", "healthz_port": 0, "set_node_network_unavailable": True,
     "version": False, "help": False, "v": 0, "vmodule": "", "log_backtrace_at": "", "state_dir": "",
+    "reconcile_period": 10,
 }
 
 
@@ -404,7 +405,7 @@ DEFAULT_LINE = (
     "ipMasq:false ipMasqRandomFullyDisable:false ifaceCanReach: subnetFile:/run/flannel/subnet.env publicIP: "
     "publicIPv6: subnetLeaseRenewMargin:60 healthzIP:0.0.0.0 healthzPort:0 iptablesResyncSeconds:5 "
     "iptablesForwardRules:true blackholeRoute:false netConfPath:/etc/kube-flannel/net-conf.json "
-    "setNodeNetworkUnavailable:true stateDir:}"
+    "setNodeNetworkUnavailable:true stateDir: reconcilePeriod:10}"
 )
 
 
