@@ -122,7 +122,8 @@ def test_read_only_filesystem_gives_a_clear_error(flannel_node, small_fs) -> Non
         out = node.run("flannel", "ADD", node.conf("flannel"), "ro1", pod.path)
         err = json.loads(out.stdout)
         assert out.returncode == 1 and err["code"] == 5 and str(small_fs) in err["msg"], err
-        assert "read-write" in err.get("details", "") or "Read-only" in err["msg"]
+        # the errno in words (issue 20 §4), not Python's "Read-only file system"
+        assert "read-only file system (EROFS)" in err["msg"], err
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
         node.add_pod("ro1", pod.path)
         node.del_pod("ro1", pod.path)
