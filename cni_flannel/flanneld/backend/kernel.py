@@ -664,6 +664,9 @@ def by_dst(routes: Iterable[Route]) -> Index:
     return Index(routes, lambda r: r.dst)
 
 
+IP6_RT_PRIO_USER = 1024
+
+
 def ensure_route(k: Kernel, want: Route, have: list[Route], report: ReconcileReport) -> None:
     """Make ``want`` present: nothing if an equal route exists in ``have`` (the main table as
     read; an `Index` by dst makes the lookup O(1)), else ``route replace``; a route with the same
@@ -672,9 +675,16 @@ def ensure_route(k: Kernel, want: Route, have: list[Route], report: ReconcileRep
     same_dst = have.lookup(want.dst) if isinstance(have, Index) else [r for r in have if r.dst == want.dst]
     if any(want.same_as(r) for r in same_dst):
         return
-    old = next((r for r in same_dst if r.priority == want.priority), None)
+    # the kernel stores a v6 route sent with metric 0 as metric 1024 (IP6_RT_PRIO_USER): that
+    # is the route our replace overwrites, not a second one to delete as stale afterwards
+    prio = want.priority or (IP6_RT_PRIO_USER if want.dst.version == 6 else 0)
+    old = next((r for r in same_dst if r.priority == prio), None)
     if old is not None:
         log.warning("Replacing existing route to %s with %s", old.describe(), want.describe())
+        if want.dst.version == 6 and want.onlink and old.oif != want.oif:
+            # v6 refuses an onlink gateway that an existing route sends out of another device
+            # (ip6_route_check_nh_onlink: EINVAL), as a direct route to the gateway's subnet does
+            k.route_del(old)
     k.route_replace(want)
     (report.changed if old is not None else report.added).append(f"route {want.describe()}")
     if old is not None:
