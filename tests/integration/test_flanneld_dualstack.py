@@ -629,3 +629,96 @@ def test_iface_regex_dual_stack_needs_both_on_one_interface(host6):
     # a v4 hit on eth1 and a v6 hit on eth0: no IP match; the names do not match either
     with pytest.raises(IfaceError):
         sel(host6, iface_regex=[rf"^(10\.20\.0\.5|{host6.ip6})$"])
+
+
+# -- single-family peers in a dual-stack network ----------------------------------------------------
+def single_family_peers(btype: str) -> tuple[Lease, Lease]:
+    """A v4-only peer (a node without IPv6) and a v6-only peer (Go's key: 0.0.0.0-0&<v6>)."""
+    v4only = Lease(subnet=ipaddress.ip_network(sub4(5)), ipv6_subnet=None,
+                   attrs=LeaseAttrs(public_ip=ipaddress.ip_address("192.168.77.55"), backend_type=btype))
+    v6only = Lease(subnet=None, ipv6_subnet=ipaddress.ip_network(sub6(6)),
+                   attrs=LeaseAttrs(public_ipv6=ipaddress.ip_address("fd77::66"), backend_type=btype))
+    if btype == "vxlan":
+        v4only.attrs.backend_data = {"VNI": 1, "VtepMAC": "0a:00:00:00:00:05"}
+        v6only.attrs.backend_v6_data = {"VNI": 1, "VtepMAC": "0a:00:00:00:06:06"}
+    return v4only, v6only
+
+
+def test_vxlan_single_family_peers_are_programmed_in_their_family(nodes):
+    n1 = nodes(1)
+    v4only, v6only = single_family_peers("vxlan")
+    report = n1.backend.reconcile([v4only, v6only])
+    assert report.clean, report.errors
+    assert report.programmed == {"10.42.5.0-24", f"0.0.0.0-0&{net6(6)}-64"}  # readiness counts both
+    assert n1.net_routes("-4") == [{"dst": sub4(5), "gateway": "10.42.5.0", "dev": "flannel.1", "flags": ["onlink"]}]
+    assert n1.net_routes("-6") == [{"dst": sub6(6), "gateway": net6(6), "dev": "flannel-v6.1", "flags": ["onlink"]}]
+    assert n1.fdb("flannel.1") == [{"mac": "0a:00:00:00:00:05", "dst": "192.168.77.55", "flags": ["self"],
+                                    "state": "permanent"}]
+    assert n1.fdb("flannel-v6.1") == [{"mac": "0a:00:00:00:06:06", "dst": "fd77::66", "flags": ["self"],
+                                       "state": "permanent"}]
+    # a v6 lease without PublicIPv6 is an error for that peer, and it is not programmed
+    broken = Lease(subnet=ipaddress.ip_network(sub4(8)), ipv6_subnet=ipaddress.ip_network(sub6(8)),
+                   attrs=LeaseAttrs(public_ip=ipaddress.ip_address("192.168.77.88"), backend_type="vxlan",
+                                    backend_data={"VNI": 1, "VtepMAC": "0a:00:00:00:00:08"},
+                                    backend_v6_data={"VNI": 1, "VtepMAC": "0a:00:00:00:06:08"}))
+    report = n1.backend.reconcile([v4only, v6only, broken])
+    assert report.errors == [f"peer 10.42.8.0-24&{net6(8)}-64: the lease has no PublicIPv6"]
+    assert f"10.42.8.0-24&{net6(8)}-64" not in report.programmed
+
+
+def test_hostgw_single_family_peers_are_programmed_in_their_family(nodes):
+    n1 = nodes(1, kind="hostgw")
+    v4only, v6only = single_family_peers("host-gw")
+    report = n1.backend.reconcile([v4only, v6only])
+    assert report.clean, report.errors
+    assert report.programmed == {"10.42.5.0-24", f"0.0.0.0-0&{net6(6)}-64"}
+    assert n1.net_routes("-4") == [{"dst": sub4(5), "gateway": "192.168.77.55", "dev": "eth0"}]
+    assert n1.net_routes("-6") == [{"dst": sub6(6), "gateway": "fd77::66", "dev": "eth0"}]
+
+
+# -- the v6 device flapping and the kernel watch ----------------------------------------------------
+def test_vxlan_v6_link_flap_loses_the_address_and_it_comes_back(nodes):
+    n1, n2 = nodes(1), nodes(2)
+    peers = [peer(n2)]
+    n1.backend.reconcile(peers)
+    before4 = n1.state4()
+    # unlike v4, a v6 link down drops the device's addresses too (keep_addr_on_down=0)
+    n1.run("ip", "link", "set", "flannel-v6.1", "down")
+    n1.run("ip", "link", "set", "flannel-v6.1", "up")
+    assert n1.addrs("flannel-v6.1", "-6") == [] and n1.net_routes("-6") == []
+    report = n1.backend.reconcile(peers)
+    assert report.clean, report.errors
+    assert f"address {net6(1)}/128 dev flannel-v6.1" in report.added
+    assert n1.addrs("flannel-v6.1", "-6") == [(net6(1), 128)]
+    arp, fdb, route = vxlan6_objects(n2)
+    assert n1.neighs("flannel-v6.1", "-6") == [arp] and n1.fdb("flannel-v6.1") == [fdb]
+    assert n1.net_routes("-6") == [route] and n1.state4() == before4
+
+
+def test_watch_kernel_triggers_on_a_deleted_v6_route(nodes):
+    import threading
+
+    n1, n2 = nodes(1), nodes(2)
+    n1.backend.reconcile([peer(n2)])
+    reasons: list[str] = []
+    fired, stop = threading.Event(), threading.Event()
+
+    def trigger(reason: str) -> None:
+        reasons.append(reason)
+        fired.set()
+
+    t = threading.Thread(target=n1.backend.watch_kernel, args=(trigger, stop), daemon=True)
+    t.start()
+    try:
+        n1.run("ip", "-6", "route", "add", "fd99::/64", "via", SWITCH6)  # unrelated: no trigger
+        n1.run("ip", "-6", "route", "del", "fd99::/64")
+        n1.run("ip", "-6", "route", "del", sub6(2))
+        assert fired.wait(10), "no trigger for a deleted v6 route"
+        assert reasons[0] == f"route {sub6(2)} via {net6(2)} dev flannel-v6.1 onlink deleted", reasons
+        fired.clear()
+        n1.run("ip", "link", "del", "flannel-v6.1")
+        assert fired.wait(10) and any("flannel-v6.1" in r for r in reasons), reasons
+    finally:
+        stop.set()
+        t.join(5)
+    assert not t.is_alive()

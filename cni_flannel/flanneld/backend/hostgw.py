@@ -128,7 +128,9 @@ class HostGWBackend(Backend):
             accepted = [p for p in peers if self._accept_logged(p)]
             done: set[str] | None = None
             for version, network in sorted(self.versions.items()):
-                keys = self._reconcile_family(version, network, accepted, report)
+                # a peer with no lease of this family needs no route of it: done for this family
+                keys = self._reconcile_family(version, network, accepted, report) | {
+                    p.key for p in accepted if (p.subnet if version == 4 else p.ipv6_subnet) is None}
                 done = keys if done is None else done & keys
             report.programmed = done or set()
         return report

@@ -353,8 +353,11 @@ class VXLANBackend(Backend):
         with self._lock:
             wanted = [p for p in peers if self._accept_logged(p)]
             ok_keys: set[str] | None = None
-            for _version, dev in sorted(self.devices.items()):
-                keys = self._reconcile_family(dev, wanted, report)
+            for version, dev in sorted(self.devices.items()):
+                # a peer with no lease of this family needs nothing here (a v4-only node in a
+                # dual-stack network): done for this family, or readiness would wait forever
+                keys = self._reconcile_family(dev, wanted, report) | {
+                    p.key for p in wanted if _peer_subnet(p, version) is None}
                 ok_keys = keys if ok_keys is None else ok_keys & keys
             report.programmed = ok_keys or set()
         return report  # the daemon logs the report
