@@ -722,3 +722,48 @@ def test_watch_kernel_triggers_on_a_deleted_v6_route(nodes):
         stop.set()
         t.join(5)
     assert not t.is_alive()
+
+
+# -- the v6 device: incompatible, and a lease without IPv6 ------------------------------------------
+def test_vxlan_incompatible_v6_device_is_recreated_v4_kept(nodes, lab6, caplog):
+    host = add_host6(lab6, "node1")
+    host.ns.run("ip", "link", "add", "flannel-v6.1", "type", "vxlan", "id", "1", "local", "2001:db8::9", "dev",
+                "eth0", "nolearning", "dstport", "8472")
+    index = host.ns.json("ip", "-j", "link", "show", "flannel-v6.1")[0]["ifindex"]
+    caplog.set_level(logging.WARNING)
+    node = nodes(1, host=host)
+    link = node.link("flannel-v6.1")
+    assert link["ifindex"] != index and link["linkinfo"]["info_data"]["local6"] == host.ip6
+    assert ("'flannel-v6.1' already exists with incompatible configuration: vtep (external) IP: "
+            f"{host.ip6} vs 2001:db8::9; recreating device") in caplog.text
+    assert "'flannel.1' already exists" not in caplog.text
+
+
+def test_vxlan_lease_without_ipv6_is_fatal_with_the_reference_text(lab6):
+    from cni_flannel.flanneld.backend.base import BackendError
+
+    host = add_host6(lab6, "node1")
+    with entered(host.netns_path):
+        ext = select_interface(ifaces=["eth0"], iface_regex=[], iface_can_reach="", public_ip="", public_ipv6="",
+                               enable_ipv4=True, enable_ipv6=True)
+        backend = VXLANBackend(ext, netconf(), {"Type": "vxlan"}, host.dir)
+    try:
+        with pytest.raises(BackendError) as err:
+            backend.register_network(lambda attrs: Lease(subnet=ipaddress.ip_network(sub4(1)), ipv6_subnet=None,
+                                                         attrs=attrs))
+        assert str(err.value) == ("failed to configure interface flannel-v6.1: IPv6 is enabled but the lease has "
+                                  "no IPv6")
+    finally:
+        backend.close()
+
+
+def test_vxlan_v6_direct_peer_removed_takes_its_route_only(nodes):
+    cfg = {"Type": "vxlan", "DirectRouting": True}
+    n1, n2 = nodes(1, backend_cfg=cfg), nodes(2)
+    n1.run("ip", "-6", "route", "add", "fd42:0:0:c8::/64", "via", SWITCH6, "proto", "static")  # not ours
+    n1.backend.reconcile([peer(n2)])
+    report = n1.backend.reconcile([])
+    assert report.clean, report.errors
+    assert sorted(report.removed) == sorted([f"route {sub6(2)} via {n2.host.ip6} dev eth0",
+                                             f"route {sub4(2)} via {n2.host.ip} dev eth0"])
+    assert n1.net_routes("-6") == [{"dst": "fd42:0:0:c8::/64", "gateway": SWITCH6, "dev": "eth0"}]
