@@ -249,19 +249,43 @@ def residue(side: Side) -> list[str]:
     return found
 
 
-def breakdown(log: str) -> dict[str, float]:
-    """Median in-plugin spans of our ADD calls (from CNI_FLANNEL_LOG)."""
+def breakdown(log: str, verbs: tuple[str, ...] = ("ADD", "DEL")) -> dict[str, float]:
+    """Median in-plugin spans of the sequential pods' calls (from CNI_FLANNEL_LOG).
+
+    Only the sequential pods (container ids ``bench-*``) count: the concurrent ones wait on each other.
+    """
     per: dict[str, list[float]] = {}
     with open(log) as f:
         for line in f:
             e = json.loads(line)
-            if e.get("verb") != "ADD" or "durationMs" not in e:
+            if e.get("verb") not in verbs or "durationMs" not in e or not e.get("containerID", "").startswith("bench-"):
                 continue
-            key = e["plugin"]
+            key = f"{e['verb']} {e['plugin']}"
             per.setdefault(f"{key}: in-plugin total", []).append(e["durationMs"])
             for span, ms in (e.get("spans") or {}).items():
                 per.setdefault(f"{key}: {span}", []).append(ms)
     return {k: statistics.median(v) for k, v in sorted(per.items())}
+
+
+def _exec_ms(argv: list[str], env: dict[str, str], runs: int = 30) -> float:
+    """Median wall time of exec-to-exit of a command that reads a VERSION request on stdin."""
+    samples = []
+    for _ in range(runs + 3):
+        start = time.perf_counter()
+        subprocess.run(argv, input=b'{"cniVersion":"1.0.0"}', stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env, check=False)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples[3:])
+
+
+def startup_floor(bin_dir: str) -> dict[str, float]:
+    """What one exec costs before any plugin work: our frozen VERSION, a bare interpreter, Go's VERSION."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "VERSION"}
+    return {
+        "ours: frozen flannel VERSION": _exec_ms([os.path.join(bin_dir, "flannel")], env),
+        "python3 -I -S -c pass (no bundle, no imports)": _exec_ms([sys.executable, "-I", "-S", "-c", "pass"], env),
+        "go: bridge VERSION": _exec_ms([os.path.join(GO_DIR, "bridge")], env),
+    }
 
 
 def du(path: str) -> int:
@@ -325,7 +349,8 @@ def main(argv: list[str]) -> int:
         add_worker_cpu(sides[1], os.path.join(work, "worker-calls.log"))
         sizes = {"ours": du(bin_dir), "go": sum(os.path.getsize(os.path.join(GO_DIR, n))
                                                 for n in ("bridge", "host-local", "portmap", "loopback"))}
-        report(sides, sizes, breakdown(log), a)
+        spans = {"ours": breakdown(log), "worker": breakdown(os.path.join(work, "worker-calls.log"))}
+        report(sides, sizes, spans, startup_floor(bin_dir), a)
         return 1 if any(s.errors for s in sides) else 0
     finally:
         for ns in made:
@@ -336,7 +361,8 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(sides: list[Side], sizes: dict[str, int], spans: dict[str, float], a: argparse.Namespace) -> None:
+def report(sides: list[Side], sizes: dict[str, int], spans: dict[str, dict[str, float]], floor: dict[str, float],
+           a: argparse.Namespace) -> None:
     ours, wk, go = sides
     rows: list[tuple[str, float, float, float]] = []
 
@@ -369,12 +395,20 @@ def report(sides: list[Side], sizes: dict[str, int], spans: dict[str, float], a:
         if s.check_failures:
             uniq = sorted(set(s.check_failures))
             print(f"{s.name}: CHECK failed {len(s.check_failures)} times: {'; '.join(uniq)[:400]}")
-    print("\nwhere our ADD time goes (median ms, in-plugin; start-up = wall - in-plugin):")
-    for k, v in spans.items():
-        print(f"  {k:<40} {v:>8.1f}")
-    add_wall = pct(ours.samples.get("ADD", []), 50)
-    in_plugin = sum(v for k, v in spans.items() if k.endswith("in-plugin total"))
-    print(f"  {'interpreter start + imports (chain)':<40} {add_wall - in_plugin:>8.1f}")
+    print("\nwhere the time goes (median ms of the sequential pods; in-plugin is logged by each call, the rest")
+    print("is exec, interpreter start, imports and, with the worker, the hand-over):")
+    for side in (ours, wk):
+        for verb in ("ADD", "DEL"):
+            sp = {k[len(verb) + 1:]: v for k, v in spans[side.name].items() if k.startswith(verb + " ")}
+            wall = pct(side.samples.get(verb, []), 50)
+            in_plugin = sum(v for k, v in sp.items() if k.endswith("in-plugin total"))
+            print(f"  {side.name} {verb}: chain wall {wall:.1f}")
+            for k, v in sp.items():
+                print(f"    {k:<44} {v:>8.1f}")
+            print(f"    {'outside the plugin code (2 execs)':<44} {wall - in_plugin:>8.1f}")
+    print("  start-up floors (median ms of one exec, no work):")
+    for k, v in floor.items():
+        print(f"    {k:<44} {v:>8.1f}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"rows": rows, "spans": spans}, f, indent=1)
+            json.dump({"rows": rows, "spans": spans, "floor": floor}, f, indent=1)
