@@ -1,6 +1,6 @@
 """The optional warm worker: plugin code already imported, one forked child per call.
 
-    cni-flannel worker [--socket /run/cni-flannel/worker.sock]
+    cni-flannel worker [--socket /run/cni-flannel/worker.sock] [--idle 4]
 
 A plugin binary first tries the socket (``try_worker``, standard library only).
 It sends its argv, env, cwd, stdin and build id, plus over SCM_RIGHTS its stdout,
@@ -15,6 +15,10 @@ Nothing runs before the client's GO, so a client that gave up (timeout) and
 runs the plugin itself can never see it run twice. The fds travel only with GO:
 a hung worker must not hold the runtime's stdout pipe open. Correctness never
 depends on the worker: any failure before GO means the client runs in-process.
+
+The children are forked ahead of the calls (``--idle`` of them wait in accept()),
+so a call never waits for a fork: the parent only tops the pool up. An idle child
+dies with its parent (PR_SET_PDEATHSIG), so a killed worker leaves no listener.
 """
 from __future__ import annotations
 
@@ -58,8 +62,11 @@ def preload() -> None:
 
     for module in (*PLUGINS.values(), COMMANDS["cnitool"]):
         import_module(module)
-    import ctypes  # noqa: F401 - the child's setns of the mount namespace uses it
+    import ctypes
 
+    from ..net import netns
+
+    netns._libc = ctypes.CDLL(None, use_errno=True)  # the children's setns calls: no dlopen per call
     for module in ("cni_flannel.net.link", "cni_flannel.net.addr", "cni_flannel.net.ipmasq",
                    "cni_flannel.net.hostport", "cni_flannel.net.spoofcheck", "cni_flannel.net.sysctl"):
         import_module(module)
@@ -67,11 +74,57 @@ def preload() -> None:
     import_module("jsonschema")  # only used to word config errors, but cheap here
 
 
-def serve(path: str) -> int:
+PR_SET_PDEATHSIG = 1
+_PID = struct.Struct("i")
+
+
+def serve(path: str, idle: int = 4) -> int:
+    import gc
+    import select
     import signal
 
     preload()
+    gc.freeze()  # the children's collections then never walk (and copy-on-write) the preloaded heap
     my_build = build_id()
+    srv = _listen(path)
+    ready_r, ready_w = os.pipe()  # child -> parent: "I took a connection" (its pid); 0: stop
+    waiting: set[int] = set()
+    stop = {"flag": False}
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+        os.write(ready_w, _PID.pack(0))  # wakes the select below
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    sys.stderr.write(f"cni-flannel worker: build {my_build}, listening on {path}\n")
+    sys.stderr.flush()
+    while not stop["flag"]:
+        while len(waiting) < idle and not stop["flag"]:
+            try:
+                waiting.add(_fork_child(srv, ready_r, ready_w, my_build))
+            except OSError:
+                break  # out of processes: serve with what waits, retry after the next event
+        readable, _, _ = select.select([ready_r], [], [], 1.0)
+        if readable:
+            data = os.read(ready_r, 4096)
+            for (pid,) in _PID.iter_unpack(data[: len(data) // _PID.size * _PID.size]):
+                waiting.discard(pid)
+        _reap(waiting)  # an idle child that died (killed) is replaced on the next round
+    for pid in waiting:  # calls in flight finish on their own; idle children go now
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    srv.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return 0
+
+
+def _listen(path: str) -> socket.socket:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     os.chmod(os.path.dirname(path), 0o700)
     try:
@@ -85,54 +138,52 @@ def serve(path: str) -> int:
     finally:
         os.umask(old_umask)
     srv.listen(128)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    stop = {"flag": False}
+    return srv
 
-    def on_term(signum: int, frame: Any) -> None:
-        stop["flag"] = True
-        srv.close()
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    sys.stderr.write(f"cni-flannel worker: build {my_build}, listening on {path}\n")
-    sys.stderr.flush()
-    while not stop["flag"]:
+def _reap(waiting: set[int]) -> None:
+    while True:
         try:
-            conn, _ = srv.accept()
-        except OSError:
-            if stop["flag"]:
-                break
-            continue
-        try:
-            if _peer_uid(conn) != 0:
-                conn.close()
-                continue
-            pid = os.fork()
-        except OSError:
-            conn.close()
-            continue
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
         if pid == 0:
-            srv.close()
-            code = 1
-            try:
-                code = _child(conn, my_build)
-            finally:
-                os._exit(code)
-        conn.close()
+            return
+        waiting.discard(pid)
+
+
+def _fork_child(srv: socket.socket, ready_r: int, ready_w: int, my_build: str) -> int:
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
     try:
-        os.unlink(path)
-    except OSError:
-        pass
-    return 0
+        import signal
+
+        from ..net import netns
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        netns._libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the worker died before prctl took effect
+            os._exit(0)
+        os.close(ready_r)
+        conn, _ = srv.accept()
+        os.write(ready_w, _PID.pack(os.getpid()))
+        os.close(ready_w)
+        srv.close()
+        if _peer_uid(conn) != 0:
+            conn.close()
+            os._exit(0)
+        netns._libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a call in flight outlives a worker restart
+        code = _child(conn, my_build)
+    finally:
+        os._exit(code)
 
 
 def _child(conn: socket.socket, my_build: str) -> int:
     """One call: check, wait for GO, enter the caller's world, run, report the exit code."""
-    import signal
-
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # subprocess.run must be able to wait
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     conn.settimeout(30)
     request = marshal.loads(_recv(conn))  # the peer is root (SO_PEERCRED), on our root-only socket
     if request.get("build") != my_build:
@@ -178,8 +229,9 @@ def _child(conn: socket.socket, my_build: str) -> int:
 def _setns_type(fd: int, nstype: int) -> None:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
+    from ..net import netns
+
+    if netns._libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         # Same mount namespace as ours already (the usual case): nothing to do.
         if os.stat(f"/proc/self/fd/{fd}").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
@@ -192,8 +244,9 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--socket", default=socket_path())
+    p.add_argument("--idle", type=int, default=4, help="children forked ahead, waiting for calls (default 4)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("the worker must run as root", file=sys.stderr)
         return 1
-    return serve(a.socket)
+    return serve(a.socket, max(1, a.idle))

@@ -148,16 +148,12 @@ def test_worker_child_killed_mid_call_leaks_nothing(make_netns, tmp_path, worker
                                                                 netns=pod.path, node=node, extra_env=env)))
     t.start()
     try:
-        child = None
-        for _ in range(100):
-            kids = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
-            if kids:
-                child = int(kids[0])
-                break
-            time.sleep(0.05)
-        assert child is not None
-        time.sleep(0.2)
-        os.kill(child, signal.SIGKILL)
+        time.sleep(0.5)  # the call's child is now blocked on the lock
+        # the children forked ahead wait in accept(); killing them too is harmless (they are replaced)
+        kids = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+        assert kids
+        for kid in kids:
+            os.kill(int(kid), signal.SIGKILL)
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
@@ -171,3 +167,55 @@ def test_worker_child_killed_mid_call_leaks_nothing(make_netns, tmp_path, worker
     nat = node.run("iptables-save", "-t", "nat").stdout
     assert "CNI-DN-" not in nat and link(pod, "eth0") is None
     assert [n for n in os.listdir(tmp_path / "ipam" / "cbr0") if n[0].isdigit()] == []
+
+
+def children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return {int(k) for k in out}
+
+
+def wait_for(cond, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_children_are_forked_ahead_and_replaced(make_netns, tmp_path, worker_env) -> None:
+    env, worker = worker_env()
+    assert wait_for(lambda: len(children(worker.pid)) == 4)  # --idle default
+    first = children(worker.pid)
+    for kid in first:  # idle children killed from outside: the pool is topped up again
+        os.kill(kid, signal.SIGKILL)
+    assert wait_for(lambda: len(children(worker.pid)) == 4 and not children(worker.pid) & first)
+    node, pod = make_netns(), make_netns()
+    log = tmp_path / "calls.log"
+    out = ours("flannel", "ADD", conf(tmp_path), netns=pod.path, node=node,
+               extra_env={**env, "CNI_FLANNEL_LOG": str(log)})
+    assert out.ok and served(log) == ["worker"]
+    assert wait_for(lambda: len(children(worker.pid)) == 4)  # the one that served was replaced
+
+
+def test_idle_children_die_with_a_killed_worker(worker_env) -> None:
+    env, worker = worker_env()
+    assert wait_for(lambda: len(children(worker.pid)) == 4)
+    kids = children(worker.pid)
+    worker.kill()
+    worker.wait()
+    assert wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises(ConnectionRefusedError):  # nobody listens any more: clients fall back at once
+        s.connect(env["CNI_FLANNEL_WORKER_SOCKET"])
+    s.close()
+
+
+def test_sigterm_stops_idle_children_and_removes_the_socket(worker_env) -> None:
+    env, worker = worker_env()
+    assert wait_for(lambda: len(children(worker.pid)) == 4)
+    kids = children(worker.pid)
+    worker.terminate()
+    assert worker.wait(10) == 0
+    assert not os.path.exists(env["CNI_FLANNEL_WORKER_SOCKET"])
+    assert wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids))
