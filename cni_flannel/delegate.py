@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
 from .cni.conf import decode_json, parse_netconf
 from .cni.env import CmdArgs
@@ -21,6 +20,10 @@ from .cni.errors import INTERNAL, INVALID_CONFIG, CNIError, errno_text
 from .cni.gojson import get_folded
 from .cni.result import Result
 from .records import replace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 IN_PROCESS = {
     "bridge": "cni_flannel.plugins.bridge",

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 
 from ..records import field, record
 from .errors import INVALID_ENV, INVALID_NETNS, UNKNOWN_CONTAINER, CNIError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Mapping
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 

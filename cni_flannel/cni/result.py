@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
 
 from ..records import field, record
 from .errors import DECODING_FAILURE, CNIError
 from .version import result_family
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 # Field order matches the Go structs, so our JSON is byte-identical to theirs.
 _IFACE_KEYS_100 = ("name", "mac", "mtu", "sandbox", "socketPath", "pciID")

@@ -9,7 +9,10 @@ An empty schema ``{}`` names a known key without constraining its value.
 from __future__ import annotations
 
 import re
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 CIDR = {"type": "string", "minLength": 1, "maxLength": 64, "description": "a CIDR such as 10.1.0.0/24"}
 IP = {"type": "string", "minLength": 1, "maxLength": 64, "description": "an IP address"}

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Iterator
 
 _spans: dict[str, float] = {}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Any
 
 from ..cni import version as cniversion
 from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, errno_text
@@ -16,6 +15,10 @@ from ..cni.result import DNS, IPConfig, Result, Route
 from ..records import field, record
 from .ranges import IPAddress, RangeSet, iterate, parse_range_sets
 from .store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 ARGS_KNOWN = ("IgnoreUnknown", "IP", "K8S_POD_NAMESPACE", "K8S_POD_NAME",

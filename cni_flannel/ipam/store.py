@@ -14,11 +14,14 @@ import errno
 import fcntl
 import ipaddress
 import os
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..cni.errors import IO_FAILURE, CNIError, errno_text
 from .ranges import IPAddress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Iterator
 
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."

@@ -7,9 +7,14 @@ DEL work when the netns is already gone (the reference leaks, plugins#810).
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
 
 from . import iptables, nftables
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~2 ms per frozen exec; at run time a backend is just a class
+    from typing import Protocol
+else:
+    Protocol = object
 
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 NFT_TABLE = "cni_plugins_masquerade"

@@ -13,12 +13,15 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
 from ..records import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Iterator
 
 LOCK_PATH = os.environ.get("CNI_FLANNEL_IPTABLES_LOCK", "/run/cni-flannel.iptables.lock")
 WAIT_SECONDS = "10"

@@ -7,11 +7,14 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 from ..records import record
 from .netlink import kernel_errors
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Callable
+    from typing import Any
 
 
 @record

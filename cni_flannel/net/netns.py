@@ -9,11 +9,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from ..cni.errors import INVALID_NETNS, CNIError, errno_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Iterator
+    from typing import Any
 
 CLONE_NEWNET = 0x40000000
 _libc: Any = None

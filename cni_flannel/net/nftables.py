@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Any
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
 from ..records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 
 def available() -> bool:

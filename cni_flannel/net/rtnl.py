@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from collections.abc import Iterator
+    from typing import Any
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3

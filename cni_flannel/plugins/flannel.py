@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import sys
-from typing import Any
 
 from .. import delegate
 from ..cni import schemas
@@ -20,6 +19,10 @@ from ..cni.errors import INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE, TRY_A
 from ..cni.result import Result
 from ..cni.skel import Plugin
 from ..records import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"

@@ -9,7 +9,6 @@ import ipaddress
 import shutil
 import subprocess
 import sys
-from typing import Any
 
 from ..cni import schemas
 from ..cni.conf import NetConf
@@ -17,6 +16,10 @@ from ..cni.env import CmdArgs
 from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, CNIError, errno_text
 from ..cni.result import Result
 from ..cni.skel import Plugin
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
+    from typing import Any
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 SCHEMA = schemas.netconf({
