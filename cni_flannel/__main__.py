@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # plugin name -> module holding ``PLUGIN`` (imported only when that plugin runs)
 PLUGINS = {
     "flannel": "cni_flannel.plugins.flannel",
@@ -49,11 +53,15 @@ def run_plugin(name: str, argv: list[str]) -> int:
 
         sys.stdout.write(response(sys.stdin.buffer.read()))
         return 0
-    from importlib import import_module
-
     from cni_flannel.cni.skel import plugin_main
 
-    return plugin_main(import_module(PLUGINS[name]).PLUGIN)
+    return plugin_main(_load(PLUGINS[name]).PLUGIN)
+
+
+def _load(module: str) -> Any:
+    """The module by dotted name; __import__ rather than importlib (~0.4 ms per frozen exec)."""
+    __import__(module)
+    return sys.modules[module]
 
 
 def dispatch(argv: list[str]) -> int:
@@ -67,9 +75,7 @@ def dispatch(argv: list[str]) -> int:
     if name in PLUGINS:
         return run_plugin(name, argv)
     if name in COMMANDS:
-        from importlib import import_module
-
-        return int(import_module(COMMANDS[name]).main(rest))
+        return int(_load(COMMANDS[name]).main(rest))
     sys.stderr.write(f"cni-flannel: unknown program name {name!r}\n{USAGE}")
     return 2
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from ..records import record
-from .env import ID_PATTERN
+from .env import is_valid_id
 from .errors import DECODING_FAILURE, INVALID_CONFIG, CNIError
 from .result import Result
 from .version import require_supported
@@ -87,7 +87,7 @@ def parse_netconf(data: bytes, schema: dict[str, Any] | None = None) -> NetConf:
     if not isinstance(name, str) or not name:
         raise CNIError(INVALID_CONFIG, "missing network name in field name",
                        "set \"name\" in the network config")
-    if not ID_PATTERN.match(name) or len(name) > 253:
+    if not is_valid_id(name) or len(name) > 253:
         raise CNIError(INVALID_CONFIG, f"invalid network name {name[:80]!r} in field name",
                        "it must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
     if schema is not None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 from ..records import field, record
 from .errors import INVALID_ENV, INVALID_NETNS, UNKNOWN_CONTAINER, CNIError
@@ -13,8 +12,15 @@ if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 
-# libcni pkg/utils: the same pattern guards container ids and network names.
-ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+# libcni pkg/utils: ^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$ guards container ids and network names. Checked by
+# hand: `re` costs ~3 ms per frozen exec, and Python's `$` would also accept a trailing newline (Go's does not).
+_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_REST = _ID_FIRST | frozenset("_.-")
+
+
+def is_valid_id(value: str) -> bool:
+    """libcni's ID pattern, matched against the whole string as Go does."""
+    return bool(value) and value[0] in _ID_FIRST and _ID_REST.issuperset(value)
 
 # skel's table, except CNI_PATH, which the spec makes optional for ADD/DEL/CHECK.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -48,7 +54,7 @@ def validate_container_id(container_id: str) -> None:
     if not container_id:
         raise CNIError(UNKNOWN_CONTAINER, "missing containerID",
                        "set CNI_CONTAINERID to the container's id")
-    if not ID_PATTERN.match(container_id):
+    if not is_valid_id(container_id):
         raise CNIError(INVALID_ENV, f"invalid characters in containerID {container_id[:80]!r}",
                        "CNI_CONTAINERID must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
 

@@ -1,23 +1,21 @@
 """Spec versions and verb gating (SPEC.md "Version considerations", cni-reference §1.1-1.2)."""
 from __future__ import annotations
 
-import re
-
 from .errors import INCOMPATIBLE_VERSION, CNIError
 
 CURRENT = "1.1.0"
 # version.All in libcni: every version a reference plugin advertises.
 SUPPORTED: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
 def parse(version: str) -> tuple[int, int, int]:
-    m = _SEMVER.match(version)
-    if not m:
+    """MAJOR.MINOR.PATCH, ASCII digits only (no `re`: ~3 ms per frozen exec)."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         raise CNIError(INCOMPATIBLE_VERSION, f"invalid cniVersion {version!r}",
                        f"use one of {', '.join(SUPPORTED)}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return int(parts[0]), int(parts[1]), int(parts[2])
 
 
 def at_least(version: str, minimum: str) -> bool:

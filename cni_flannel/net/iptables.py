@@ -8,9 +8,7 @@ Arguments are always lists: no shell ever sees a rule.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import shlex
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -27,9 +25,15 @@ LOCK_PATH = os.environ.get("CNI_FLANNEL_IPTABLES_LOCK", "/run/cni-flannel.iptabl
 WAIT_SECONDS = "10"
 
 
+try:  # the C module alone: hashlib loads OpenSSL, ~2 ms per frozen exec
+    from _sha512 import sha512
+except ImportError:  # Python 3.12+ keeps it in _sha2
+    from hashlib import sha512
+
+
 def hash_name(prefix: str, to_hash: str, length: int = 28) -> str:
     """utils.MustFormatHashWithPrefix: prefix + sha512 hex, cut to ``length``."""
-    return (prefix + hashlib.sha512(to_hash.encode()).hexdigest())[:length]
+    return (prefix + sha512(to_hash.encode()).hexdigest())[:length]
 
 
 def chain_name(network: str, container_id: str, prefix: str = "CNI-") -> str:
@@ -59,8 +63,8 @@ def locked() -> Iterator[None]:
 class TableState:
     """A parsed ``iptables-save -t <table>``: chains and their rules (as argument lists).
 
-    Rules are split into arguments (shlex, slow in pure Python) only for the chains
-    a caller asks about: a busy node's nat table holds thousands of rules.
+    Rules are split into arguments (``split_rule``) only for the chains a caller asks
+    about: a busy node's nat table holds thousands of rules.
     """
 
     chains: set[str] = field(default_factory=set)
@@ -72,19 +76,19 @@ class TableState:
 
     def chain_rules(self, name: str) -> list[list[str]]:
         if name not in self.rules:
-            self.rules[name] = [shlex.split(line)[2:] for line in self.raw.get(name, [])]
+            self.rules[name] = [split_rule(line)[2:] for line in self.raw.get(name, [])]
         return self.rules[name]
 
     def find(self, chain: str, rule: list[str]) -> bool:
         if chain in self.rules:
             return rule in self.rules[chain]
         hint = rule[-1] if rule else ""  # parse only lines that can match
-        return any(shlex.split(line)[2:] == rule for line in self.raw.get(chain, []) if hint in line)
+        return any(split_rule(line)[2:] == rule for line in self.raw.get(chain, []) if hint in line)
 
     def jumps_to(self, chain: str, target: str) -> list[list[str]]:
         """Rules of ``chain`` that end in ``-j target``."""
         suffix = f" -j {target}"
-        return [shlex.split(line)[2:] for line in self.raw.get(chain, []) if line.endswith(suffix)]
+        return [split_rule(line)[2:] for line in self.raw.get(chain, []) if line.endswith(suffix)]
 
 
 def save(family: int, table: str = "nat") -> TableState:
@@ -102,6 +106,63 @@ def save(family: int, table: str = "nat") -> TableState:
         elif line.startswith("-A "):
             state.raw.setdefault(line[3:].split(" ", 1)[0], []).append(line)
     return state
+
+
+_DQ_ESCAPABLE = frozenset('\\"')  # shlex's rule (a shell would also take $ ` and newline)
+
+
+def split_rule(line: str) -> list[str]:
+    """shlex.split(line), without shlex (it imports re: ~3 ms per frozen exec).
+
+    shlex's POSIX words: blanks separate; '...' is literal; in "..." a backslash escapes only
+    \\ and "; elsewhere it escapes any character. iptables-save quotes comments
+    with double quotes, the inverse of ``quote``; tests check this against shlex.
+    """
+    words: list[str] = []
+    word: list[str] = []
+    in_word = False
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c in " \t\r\n":
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        elif c == "'":
+            end = line.find("'", i + 1)
+            if end < 0:
+                raise ValueError("No closing quotation")
+            word.append(line[i + 1:end])
+            in_word, i = True, end
+        elif c == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    raise ValueError("No closing quotation")
+                c = line[i]
+                if c == '"':
+                    break
+                if c == "\\" and i + 1 >= n:
+                    raise ValueError("No escaped character")
+                if c == "\\" and line[i + 1] in _DQ_ESCAPABLE:
+                    i += 1
+                    c = line[i]
+                word.append(c)
+                i += 1
+            in_word = True
+        elif c == "\\":
+            if i + 1 >= n:
+                raise ValueError("No escaped character")
+            i += 1
+            word.append(line[i])
+            in_word = True
+        else:
+            word.append(c)
+            in_word = True
+        i += 1
+    if in_word:
+        words.append("".join(word))
+    return words
 
 
 def quote(args: list[str]) -> str:

@@ -8,7 +8,6 @@ and every protocol, ~250 ms; registering a bare package module first lets Python
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 
@@ -32,6 +31,8 @@ def _iproute_class() -> Any:
 
 def _import_iproute() -> Any:
     if "pyroute2" not in sys.modules:
+        import importlib.util  # only here: the plugins' netlink (net/rtnl.py) never needs it
+
         spec = importlib.util.find_spec("pyroute2")
         if spec is not None and spec.submodule_search_locations:
             pkg = types.ModuleType("pyroute2")

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import socket
+from _socket import AF_INET, AF_INET6  # not `socket`: its enums cost ~2 ms per frozen exec
 
 from .. import delegate
 from ..cni import schemas
@@ -23,7 +22,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
     from typing import Any
 
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def is_mac(value: str) -> bool:
+    """^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$ over the whole string, without `re` (~3 ms per frozen exec)."""
+    return len(value) == 17 and all(value[i] in ":-" if i % 3 == 2 else value[i] in _HEX for i in range(17))
+
+
 ARGS_KNOWN = ("MAC",)
 
 SCHEMA = schemas.netconf({
@@ -116,7 +122,7 @@ def load_conf(conf: NetConf, args: CmdArgs) -> BridgeConf:
         mac = str(cargs["cni"]["mac"])
     if conf.runtime_config().get("mac"):
         mac = str(conf.runtime_config()["mac"])
-    if mac and not MAC_RE.match(mac):
+    if mac and not is_mac(mac):
         raise CNIError(INVALID_CONFIG, f"invalid MAC address {mac[:40]!r}", "use the form 0a:58:0a:2a:01:05")
     n.mac = mac.lower().replace("-", ":")
     return n
@@ -166,7 +172,7 @@ def _calc_gateways(result: Result, n: BridgeConf) -> dict[int, list[ipaddress.IP
 def _ensure_addr(ipr: Any, br_index: int, br_name: str, gw: Any, force: bool) -> None:
     from ..net import addr
 
-    fam = socket.AF_INET if gw.version == 4 else socket.AF_INET6
+    fam = AF_INET if gw.version == 4 else AF_INET6
     for a in addr.list_addrs(ipr, br_index, fam):
         if a == gw:
             return
@@ -492,7 +498,7 @@ def cmd_check(args: CmdArgs, conf: NetConf) -> None:
         for ip in prev.ips:
             if ipaddress.ip_interface(ip.address) not in have:
                 raise CNIError(INVALID_CONFIG, f"address {ip.address} missing on {args.ifname}", "re-ADD the pod")
-        routes = addr.list_routes(cont_ipr, socket.AF_INET) + addr.list_routes(cont_ipr, socket.AF_INET6)
+        routes = addr.list_routes(cont_ipr, AF_INET) + addr.list_routes(cont_ipr, AF_INET6)
         for r in prev.routes:
             dst = str(ipaddress.ip_network(r.dst, strict=False))
             if not any(x["dst"] == dst and (not r.gw or x["gw"] == r.gw) for x in routes):
