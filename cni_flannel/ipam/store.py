@@ -14,9 +14,9 @@ import errno
 import fcntl
 import ipaddress
 import os
-from contextlib import contextmanager
 
 from ..cni.errors import IO_FAILURE, CNIError, errno_text
+from ..ctx import contextmanager
 from .ranges import IPAddress
 
 TYPE_CHECKING = False

@@ -11,10 +11,10 @@ import fcntl
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
+from ..ctx import contextmanager
 from ..records import field, record
 
 TYPE_CHECKING = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from contextlib import contextmanager
 
 from ..cni.errors import INVALID_NETNS, CNIError, errno_text
+from ..ctx import contextmanager
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec

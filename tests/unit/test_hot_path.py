@@ -58,7 +58,7 @@ def test_an_unknown_pattern_still_works() -> None:
     assert schemas._pattern_matches("^a+b$", "aab") and not schemas._pattern_matches("^a+b$", "ab!")
 
 
-HEAVY = ("typing", "socket", "re", "enum", "importlib.util", "dataclasses")
+HEAVY = ("typing", "socket", "re", "enum", "importlib.util", "dataclasses", "contextlib")
 
 
 @pytest.mark.parametrize("module", ["cni_flannel.plugins.flannel", "cni_flannel.plugins.bridge",
