@@ -1,2 +1,5 @@
 """cni-flannel: the CNI plugins of a flannel node, in Python."""
 __version__ = "0.1.0"
+# The warm worker's socket (cni_flannel.runtime.worker); here so that a plugin exec can look for it
+# without importing the client.
+WORKER_SOCKET = "/run/cni-flannel/worker.sock"

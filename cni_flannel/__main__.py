@@ -40,9 +40,16 @@ commands: {', '.join(COMMANDS)}
 """
 
 
+def _worker_socket_exists() -> bool:
+    """Checked before importing the worker's client (~1 ms per frozen exec), which checks it again."""
+    from cni_flannel import WORKER_SOCKET
+
+    return os.path.exists(os.environ.get("CNI_FLANNEL_WORKER_SOCKET") or WORKER_SOCKET)
+
+
 def run_plugin(name: str, argv: list[str]) -> int:
     if os.environ.get("CNI_COMMAND") in ("ADD", "DEL", "CHECK", "GC", "STATUS") and \
-            os.environ.get("CNI_FLANNEL_SERVED_BY") != "worker":
+            os.environ.get("CNI_FLANNEL_SERVED_BY") != "worker" and _worker_socket_exists():
         from cni_flannel.runtime.worker_client import try_worker
 
         code = try_worker(argv)

@@ -98,11 +98,10 @@ def run(verb: str, plugin_type: str, conf_bytes: bytes, args: CmdArgs) -> Result
     module = IN_PROCESS.get(plugin_type)
     binary = find_in_path(plugin_type, args.path) if args.path or module is None else ""
     if module is not None and (not binary or is_ours(binary)):
-        from importlib import import_module
-
         from .cni.version import gate_verb
 
-        plugin = import_module(module).PLUGIN
+        __import__(module)  # not importlib: ~0.4 ms per frozen exec
+        plugin = sys.modules[module].PLUGIN
         conf = parse_netconf(conf_bytes, plugin.schema)
         gate_verb(verb, conf.cni_version)
         sub = replace(args, command=verb, stdin=conf_bytes)

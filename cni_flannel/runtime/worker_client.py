@@ -12,7 +12,8 @@ import marshal
 import os
 import sys
 
-DEFAULT_SOCKET = "/run/cni-flannel/worker.sock"
+from .. import WORKER_SOCKET as DEFAULT_SOCKET
+
 CONNECT_TIMEOUT = 0.2  # seconds to wait for READY before running in-process
 _LEN = _struct.Struct("!I")
 
