@@ -19,6 +19,7 @@ from .cni.env import CmdArgs
 from .cni.errors import INTERNAL, INVALID_CONFIG, CNIError, errno_text
 from .cni.gojson import get_folded
 from .cni.result import Result
+from .net import spawn
 from .records import replace
 
 TYPE_CHECKING = False
@@ -114,11 +115,9 @@ def exec_plugin(verb: str, binary: str, conf_bytes: bytes, args: CmdArgs,
     child_env = dict(os.environ if env is None else env)
     child_env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": args.container_id, "CNI_NETNS": args.netns,
                       "CNI_IFNAME": args.ifname, "CNI_ARGS": args.args, "CNI_PATH": os.pathsep.join(args.path)})
-    import subprocess  # only exec'd delegates need it
-
     for attempt in range(TEXT_BUSY_RETRIES):
         try:
-            proc = subprocess.run([binary], input=conf_bytes, capture_output=True, env=child_env, check=False)
+            proc = spawn.run([binary], input=conf_bytes, env=child_env)
             break
         except OSError as exc:
             if exc.errno == errno.ETXTBSY and attempt < TEXT_BUSY_RETRIES - 1:

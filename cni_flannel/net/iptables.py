@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import subprocess
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
 from ..ctx import contextmanager
 from ..records import field, record
+from . import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
@@ -46,7 +45,7 @@ def binary(family: int, tool: str) -> str:
 
 
 def available(family: int = 4) -> bool:
-    return shutil.which(binary(family, "restore")) is not None
+    return spawn.which(binary(family, "restore")) is not None
 
 
 @contextmanager
@@ -93,7 +92,7 @@ class TableState:
 
 def save(family: int, table: str = "nat") -> TableState:
     with span("iptables"):
-        proc = subprocess.run([binary(family, "save"), "-t", table], capture_output=True, text=True, check=False)
+        proc = spawn.run([binary(family, "save"), "-t", table], text=True)
     state = TableState()
     if proc.returncode != 0:
         if "does not exist" in proc.stderr or "Table does not exist" in proc.stderr:
@@ -209,8 +208,8 @@ class Batch:
         if not self.lines:
             return
         with span("iptables"):
-            proc = subprocess.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
-                                  input=self.text(), capture_output=True, text=True, check=False)
+            proc = spawn.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
+                                  input=self.text(), text=True)
         if proc.returncode != 0:
             raise CNIError(999, f"{binary(family, 'restore')} failed: {proc.stderr.strip()[:400]}",
                            "the rules were not changed; check iptables on this node")

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
 from ..cni.errors import CNIError
 from ..cni.trace import span
 from ..records import record
+from . import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
@@ -15,12 +14,12 @@ if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
 
 
 def available() -> bool:
-    return shutil.which("nft") is not None
+    return spawn.which("nft") is not None
 
 
 def run_script(script: str) -> None:
     with span("nftables"):
-        proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False)
+        proc = spawn.run(["nft", "-f", "-"], input=script, text=True)
     if proc.returncode != 0:
         raise CNIError(999, f"nft failed: {proc.stderr.strip()[:400]}",
                        "the rules were not changed; check nftables on this node")
@@ -42,7 +41,7 @@ def list_rules(family: str, table: str, chain: str | None = None) -> list[NftRul
     if chain:
         cmd.append(chain)
     with span("nftables"):
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = spawn.run(cmd, text=True)
     if proc.returncode != 0:
         return []
     out = []
@@ -55,8 +54,7 @@ def list_rules(family: str, table: str, chain: str | None = None) -> list[NftRul
 
 
 def table_exists(family: str, table: str) -> bool:
-    return subprocess.run(["nft", "list", "table", family, table], capture_output=True,
-                          check=False).returncode == 0
+    return spawn.run(["nft", "list", "table", family, table]).returncode == 0
 
 
 def quote_comment(text: str) -> str:

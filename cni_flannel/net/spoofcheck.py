@@ -5,7 +5,7 @@ entering from the host veth pass only with the container's MAC.
 """
 from __future__ import annotations
 
-from . import nftables
+from . import nftables, spawn
 
 TABLE = "nat"
 BASE = "PREROUTING"
@@ -52,7 +52,5 @@ def teardown(ref_id: str) -> None:
 
 
 def _chain_exists(chain: str) -> bool:
-    import subprocess
 
-    return subprocess.run(["nft", "list", "chain", "bridge", TABLE, chain], capture_output=True,
-                          check=False).returncode == 0
+    return spawn.run(["nft", "list", "chain", "bridge", TABLE, chain]).returncode == 0

@@ -6,8 +6,6 @@ family, conntrack is one exec per UDP port.
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import subprocess
 import sys
 
 from ..cni import schemas
@@ -16,6 +14,7 @@ from ..cni.env import CmdArgs
 from ..cni.errors import INVALID_CONFIG, PLUGIN_NOT_AVAILABLE, CNIError, errno_text
 from ..cni.result import Result
 from ..cni.skel import Plugin
+from ..net import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
@@ -163,14 +162,14 @@ def _route_dev_v4(ip: str) -> str:
 
 
 def _flush_udp_conntrack(mappings: list[Any], fam: int) -> None:
-    tool = shutil.which("conntrack")
+    tool = spawn.which("conntrack")
     if not tool:
         return
     for m in mappings:
         if m.protocol != "udp":
             continue
-        proc = subprocess.run([tool, "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
-                               "--dport", str(m.host_port)], capture_output=True, check=False)
+        proc = spawn.run([tool, "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
+                               "--dport", str(m.host_port)])
         if proc.returncode not in (0, 1):  # 1: nothing to delete
             sys.stderr.write(f"portmap: failed to flush UDP conntrack for port {m.host_port}\n")
 
@@ -238,7 +237,7 @@ def cmd_status(args: CmdArgs, conf: NetConf) -> None:
     tool = "iptables-save" if backend_name == "iptables" else "nft"
     cmd = [tool, "-t", "nat"] if backend_name == "iptables" else [tool, "list", "tables"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = spawn.run(cmd, text=True)
     except OSError as exc:
         raise CNIError(PLUGIN_NOT_AVAILABLE, f"portmap {backend_name} backend is not usable: {errno_text(exc)}",
                        f"install {backend_name}") from None

@@ -144,9 +144,9 @@ def test_nft_chain_script_is_one_transaction_add_flush_rules() -> None:
 @pytest.fixture
 def parse(monkeypatch: pytest.MonkeyPatch):
     def parse(text: str) -> ipt.TableState:
-        def fake_run(*a, **kw):  # iptables-save's stdout, nothing else
-            return subprocess.CompletedProcess(a, 0, text, "")
-        monkeypatch.setattr(ipt.subprocess, "run", fake_run)
+        def fake_run(argv, **kw):  # iptables-save's stdout, nothing else
+            return ipt.spawn.Completed(argv, 0, text, "")
+        monkeypatch.setattr(ipt.spawn, "run", fake_run)
         return ipt.save(4, "nat")
     return parse
 
