@@ -51,9 +51,7 @@ def loads(data: str | bytes | bytearray, *,
           object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """``json.loads(data, object_pairs_hook=...)``: the same value, or the same exception."""
     # Exact types: a subclass's own methods are json's business.
-    if type(data) is str:
-        if data.startswith("\ufeff"):  # json refuses it with its own message
-            return _json_loads(data, object_pairs_hook)
+    if type(data) is str:  # a leading BOM stops the scanner at once: json's BOM error, below
         text = data
     elif (type(data) is bytes or type(data) is bytearray) and not data.startswith(_BOMS) and 0 not in data[:4]:
         try:  # what json.detect_encoding calls UTF-8 (no BOM, no UTF-16/32 NUL pattern)
@@ -69,10 +67,10 @@ def loads(data: str | bytes | bytearray, *,
         obj, end = scan(text, len(text) - len(text.lstrip(_WS)))
         if end == len(text.rstrip(_WS)):
             return obj
-    except StopIteration:  # json words it "Expecting value"
+    except StopIteration:  # no value where one must start
         pass
-    # json's error ("Expecting value" or "Extra data") from json itself; without the hook, which has
-    # already seen the objects json would show it (the hook cannot move where parsing stops).
+    # json's own error ("Expecting value", "Extra data", the BOM) from json itself; without the hook,
+    # which has already seen the objects json would show it (it cannot move where parsing stops).
     return _json_loads(data, None)
 
 
