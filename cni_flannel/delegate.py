@@ -9,11 +9,11 @@ with the same environment, CNI_COMMAND overridden, and the same stdin bytes.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import time
 
+from .cni import jsonlite  # not json: ~4.5 ms per frozen exec (re, enum)
 from .cni.conf import decode_json, parse_netconf
 from .cni.env import CmdArgs
 from .cni.errors import INTERNAL, INVALID_CONFIG, CNIError, errno_text
@@ -36,7 +36,7 @@ TEXT_BUSY_RETRIES = 6
 def find_in_path(plugin_type: str, path: list[str]) -> str:
     """invoke.FindInPath: the first ``<dir>/<type>`` that stat(2) calls a regular file."""
     if not plugin_type or "/" in plugin_type or plugin_type in (".", ".."):
-        raise CNIError(INVALID_CONFIG, f"invalid plugin type {json.dumps(plugin_type)}",
+        raise CNIError(INVALID_CONFIG, f"invalid plugin type {jsonlite.dumps(plugin_type)}",
                        "type must be the name of a plugin binary in CNI_PATH")
     import stat
 
@@ -138,13 +138,13 @@ def exec_plugin(verb: str, binary: str, conf_bytes: bytes, args: CmdArgs,
 
 def error_from_output(name: str, verb: str, stdout: bytes, stderr: bytes) -> CNIError:
     try:
-        data: Any = json.loads(stdout) if stdout.strip() else None
+        data: Any = jsonlite.loads(stdout) if stdout.strip() else None
     except ValueError:
         data = None
     if isinstance(data, dict) and "code" in data:
         return CNIError(int(data.get("code") or INTERNAL), f"plugin {name} failed ({verb.lower()}): "
                         f"{data.get('msg', '')}", str(data.get("details") or ""))
     text = (stderr or stdout).decode("utf-8", "replace").strip()[:400]
-    return CNIError(INTERNAL, f"plugin {name} failed ({verb.lower()}): netplugin failed: {json.dumps(text)}",
+    return CNIError(INTERNAL, f"plugin {name} failed ({verb.lower()}): netplugin failed: {jsonlite.dumps(text)}",
                     "see the plugin's stderr above")
 

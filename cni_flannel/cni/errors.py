@@ -6,8 +6,9 @@ Every failure leaves the plugin as one of these, printed on stdout as
 from __future__ import annotations
 
 import errno
-import json
 import os
+
+from . import jsonlite  # not json: ~4.5 ms per frozen exec (re, enum)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
@@ -49,7 +50,7 @@ class CNIError(Exception):
         return out
 
     def to_json(self, cni_version: str) -> str:
-        return json.dumps(self.to_dict(cni_version), indent=4)
+        return jsonlite.dumps(self.to_dict(cni_version), indent=4)
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg

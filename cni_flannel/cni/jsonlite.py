@@ -9,6 +9,7 @@ so results and exceptions stay json's.
 from __future__ import annotations
 
 import _json
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing costs ~2 ms per frozen exec
@@ -63,12 +64,19 @@ def loads(data: str | bytes | bytearray, *,
     scan = _SCAN if object_pairs_hook is None else _json.make_scanner(_Context(object_pairs_hook))  # type: ignore[arg-type]
     try:
         # A malformed value raises JSONDecodeError from this same C scanner, after the same hook
-        # calls, exactly as under json.loads: it propagates as it is.
+        # calls, exactly as under json.loads: it propagates as it is, once json.decoder is loaded.
         obj, end = scan(text, len(text) - len(text.lstrip(_WS)))
         if end == len(text.rstrip(_WS)):
             return obj
     except StopIteration:  # no value where one must start
         pass
+    except SystemError:
+        # The scanner looks JSONDecodeError up in sys.modules["json.decoder"] without importing it
+        # (CPython 3.11 raise_errmsg): before json is loaded, a malformed value surfaces as
+        # SystemError. json itself then words it; a hook sees the document a second time.
+        if "json.decoder" in sys.modules:
+            raise
+        return _json_loads(data, object_pairs_hook)
     # json's own error ("Expecting value", "Extra data", the BOM) from json itself; without the hook,
     # which has already seen the objects json would show it (it cannot move where parsing stops).
     return _json_loads(data, None)

@@ -6,13 +6,13 @@ Only the standard library is imported, so VERSION and bad input stay cheap.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 from ..records import record
 from . import env as cnienv
+from . import jsonlite  # not json: ~4.5 ms per frozen exec (re, enum)
 from .conf import NetConf, parse_netconf, version_of
 from .errors import INTERNAL, IO_FAILURE, CNIError, errno_of, errno_text, from_os_error
 from .result import Result
@@ -91,7 +91,7 @@ def run(plugin: Plugin, environ: Mapping[str, str], stdin: IO[bytes], stdout: IO
 def _fail(plugin: Plugin, environ: Mapping[str, str], data: bytes, err: CNIError,
           stdout: IO[str], stderr: IO[str], started: float, conf: NetConf | None = None) -> int:
     try:
-        raw = conf.raw if conf else json.loads(data)
+        raw = conf.raw if conf else jsonlite.loads(data)
     except (ValueError, RecursionError):
         raw = None
     # An undecodable config has no version: answer in the newest one.
@@ -140,7 +140,7 @@ def _log_call(plugin: Plugin, environ: Mapping[str, str], conf: NetConf | None, 
     if spans:
         entry["spans"] = spans
     try:
-        _append_line(path, json.dumps(entry) + "\n")
+        _append_line(path, jsonlite.dumps(entry) + "\n")
     except OSError:
         pass  # logging must never turn a success into a failure
 
@@ -152,7 +152,7 @@ def _log_traceback(environ: Mapping[str, str], conf: NetConf | None, stderr: IO[
     path = _log_target(environ, conf)
     if path:
         try:
-            _append_line(path, json.dumps({"traceback": text}) + "\n")
+            _append_line(path, jsonlite.dumps({"traceback": text}) + "\n")
             return
         except OSError:
             pass

@@ -1,8 +1,8 @@
-"""The VERSION verb, importing nothing heavier than ``json`` (and usually not even that).
+"""The VERSION verb, importing nothing heavier than ``jsonlite`` (and usually not even that).
 
 Runtimes call VERSION very often (podman: for every plugin on almost every
 command, always with ``{"cniVersion":"<v>"}``), so the common shape is read with
-plain string operations; anything else goes through ``json``.
+plain string operations; anything else goes through ``jsonlite``.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def requested_version(stdin: bytes) -> str:
             if v.startswith(b'"') and v.endswith(b'"'):
                 candidate = v[1:-1].decode("ascii", "replace")
                 return candidate if candidate in SUPPORTED else CURRENT
-    import json
+    from .jsonlite import loads
 
     try:
-        raw = json.loads(text)
+        raw = loads(text)
     except (ValueError, RecursionError):
         return CURRENT
     if isinstance(raw, dict) and raw.get("cniVersion") in SUPPORTED:

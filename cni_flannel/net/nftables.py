@@ -1,8 +1,7 @@
 """nftables through the ``nft`` CLI: scripts in with ``-f -``, JSON out with ``-j``."""
 from __future__ import annotations
 
-import json
-
+from ..cni import jsonlite  # not json: ~4.5 ms per frozen exec (re, enum)
 from ..cni.errors import CNIError
 from ..cni.trace import span
 from ..records import record
@@ -45,7 +44,7 @@ def list_rules(family: str, table: str, chain: str | None = None) -> list[NftRul
     if proc.returncode != 0:
         return []
     out = []
-    for item in json.loads(proc.stdout).get("nftables", []):
+    for item in jsonlite.loads(proc.stdout).get("nftables", []):
         rule = item.get("rule")
         if rule:
             out.append(NftRule(rule["family"], rule["table"], rule["chain"], rule["handle"],

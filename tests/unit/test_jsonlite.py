@@ -226,3 +226,24 @@ def test_import_hygiene_and_results_in_a_fresh_interpreter() -> None:
     assert set(after.split()) == set(heavy)  # the probe does see json when it is imported
     assert ast.literal_eval(texts) == [json.dumps(CNI_RESULT, indent=4), json.dumps(CNI_RESULT), json.dumps(CNI_RESULT),
                            json.dumps(CNI_RESULT, sort_keys=True)]
+
+
+MALFORMED = ['{"type":"bri', "[1,2", '{"a":1,}', '"\\x"', '{"a" 1}', "[tru]", '{"cniVersion":"1.0.0",', "nul"]
+
+
+def test_malformed_documents_in_a_process_that_never_imported_json() -> None:
+    """The C scanner finds JSONDecodeError only in sys.modules: a plugin exec has no json loaded yet."""
+    code = (f"import sys; sys.path.insert(0, {REPO!r}); from cni_flannel.cni import jsonlite as j\n"
+            f"for d in {MALFORMED!r}:\n"
+            "    try:\n        j.loads(d)\n    except Exception as e:\n        print(type(e).__name__, e)\n"
+            "    try:\n        j.loads(d.encode(), object_pairs_hook=dict)\n"
+            "    except Exception as e:\n        print(type(e).__name__, e)\n")
+    got = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    want = []
+    for d in MALFORMED:
+        for args in ((d,), (d.encode(),)):
+            try:
+                json.loads(*args)
+            except json.JSONDecodeError as e:
+                want.append(f"JSONDecodeError {e}")
+    assert got.stdout.splitlines() == want
