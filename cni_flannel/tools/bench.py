@@ -288,6 +288,56 @@ def startup_floor(bin_dir: str) -> dict[str, float]:
     }
 
 
+def importtime_report(ours: Side, work: str, node: str) -> None:
+    """Build the -X importtime bundle and print, per plugin exec of one seed-chain ADD and DEL, the total
+    import time and the costliest top-level imports (their cumulative time)."""
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.exists(os.path.join(src, "build.spec")):
+        print("\n--importtime needs the source tree (build.spec); skipped", file=sys.stderr)
+        return
+    dist, build = os.path.join(work, "it-dist"), os.path.join(work, "it-build")
+    subprocess.run([sys.executable, "-m", "PyInstaller", "-y", "--log-level", "ERROR", "--distpath", dist,
+                    "--workpath", build, "build.spec"], cwd=src, check=True, env={**os.environ,
+                                                                                  "CNI_FLANNEL_IMPORTTIME": "1"},
+                   stdout=subprocess.DEVNULL)
+    from .install import install_binaries
+
+    bin_dir = os.path.join(work, "it-bin")
+    install_binaries(os.path.join(dist, "cni-flannel"), bin_dir)
+    pod = f"{node}-it"
+    subprocess.run(["ip", "netns", "add", pod], check=True)
+    print("\n-X importtime of the frozen build, one pod (ms: all imports, then the costliest top-level ones):")
+    try:
+        prev: dict[str, Any] | None = None
+        for verb, chain in (("ADD", ours.chain), ("DEL", list(reversed(ours.chain)))):
+            for ptype, conf in chain:
+                c = dict(conf, cniVersion="1.0.0", **({"prevResult": prev} if prev and verb == "ADD" else {}))
+                env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+                env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": "bench-importtime", "CNI_IFNAME": "eth0",
+                            "CNI_NETNS": f"/run/netns/{pod}", "CNI_PATH": bin_dir, "CNI_FLANNEL_WORKER": "off"})
+                out = subprocess.run(["ip", "netns", "exec", node, os.path.join(bin_dir, ptype)],
+                                     input=json.dumps(c).encode(), capture_output=True, env=env, check=False)
+                if verb == "ADD" and out.returncode == 0 and ptype == chain[0][0]:
+                    prev = json.loads(out.stdout)
+                total, top = parse_importtime(out.stderr.decode())
+                print(f"  {ptype} {verb}: {total:.1f}  " + ", ".join(f"{m} {ms:.1f}" for m, ms in top[:6]))
+    finally:
+        subprocess.run(["ip", "netns", "delete", pod], check=False)
+
+
+def parse_importtime(text: str) -> tuple[float, list[tuple[str, float]]]:
+    """-X importtime lines -> (sum of self times, top-level modules by cumulative time), in ms."""
+    total, top = 0.0, []
+    for line in text.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative, name = line[len("import time:"):].split("|")
+        total += int(self_us) / 1000
+        if not name[1:].startswith(" "):  # nesting is shown by indentation
+            top.append((name.strip(), int(cumulative) / 1000))
+    return total, sorted(top, key=lambda t: -t[1])
+
+
 def du(path: str) -> int:
     total = 0
     seen = set()
@@ -312,6 +362,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--importtime", action="store_true",
+                   help="also build a diagnostic bundle (CNI_FLANNEL_IMPORTTIME=1; needs PyInstaller and the source "
+                        "tree) and print what each plugin exec of the seed chain imports (-X importtime)")
     a = p.parse_args(argv)
     if not os.path.exists(os.path.join(GO_DIR, "bridge")):
         print("the Go reference plugins are missing: apt-get install containernetworking-plugins", file=sys.stderr)
@@ -351,6 +404,8 @@ def main(argv: list[str]) -> int:
                                                 for n in ("bridge", "host-local", "portmap", "loopback"))}
         spans = {"ours": breakdown(log), "worker": breakdown(os.path.join(work, "worker-calls.log"))}
         report(sides, sizes, spans, startup_floor(bin_dir), a)
+        if a.importtime:
+            importtime_report(sides[0], work, made[0])
         return 1 if any(s.errors for s in sides) else 0
     finally:
         for ns in made:
