@@ -296,10 +296,12 @@ def importtime_report(ours: Side, work: str, node: str) -> None:
         print("\n--importtime needs the source tree (build.spec); skipped", file=sys.stderr)
         return
     dist, build = os.path.join(work, "it-dist"), os.path.join(work, "it-build")
-    subprocess.run([sys.executable, "-m", "PyInstaller", "-y", "--log-level", "ERROR", "--distpath", dist,
-                    "--workpath", build, "build.spec"], cwd=src, check=True, env={**os.environ,
-                                                                                  "CNI_FLANNEL_IMPORTTIME": "1"},
-                   stdout=subprocess.DEVNULL)
+    built = subprocess.run([sys.executable, "-m", "PyInstaller", "-y", "--log-level", "ERROR", "--distpath", dist,
+                            "--workpath", build, "build.spec"], cwd=src, capture_output=True, text=True,
+                           env={**os.environ, "CNI_FLANNEL_IMPORTTIME": "1"}, check=False)
+    if built.returncode != 0:
+        print(f"\n--importtime: the diagnostic build failed:\n{built.stderr[-2000:]}", file=sys.stderr)
+        return
     from .install import install_binaries
 
     bin_dir = os.path.join(work, "it-bin")
