@@ -71,14 +71,22 @@ def _load(module: str) -> Any:
     return sys.modules[module]
 
 
-def dispatch(argv: list[str]) -> int:
+def resolve(argv: list[str]) -> tuple[str, list[str]]:
+    """(program name, its arguments): argv[0]'s basename, or the first argument under python/-m."""
     name = os.path.basename(argv[0]) if argv else ""
     rest = argv[1:]
     if name in ("__main__.py", "cni_flannel", "cni-flannel", "python", "python3") or name.startswith("python"):
         if not rest:
-            sys.stderr.write(USAGE)
-            return 2
+            return "", rest
         name, rest = rest[0], rest[1:]
+    return name, rest
+
+
+def dispatch(argv: list[str]) -> int:
+    name, rest = resolve(argv)
+    if not name:
+        sys.stderr.write(USAGE)
+        return 2
     if name in PLUGINS:
         return run_plugin(name, argv)
     if name in COMMANDS:
@@ -88,7 +96,24 @@ def dispatch(argv: list[str]) -> int:
 
 
 def main() -> None:
-    sys.exit(dispatch(sys.argv))
+    code = dispatch(sys.argv)
+    if resolve(sys.argv)[0] in PLUGINS:
+        exit_now(code)
+    sys.exit(code)
+
+
+def exit_now(code: int) -> None:
+    """A plugin exec ends here without the interpreter's teardown (~2.5 ms with the plugin code loaded).
+
+    Nothing of ours needs it: files are written with os.write or closed by ``with``, no atexit hook,
+    no thread. stdout and stderr are flushed first; a failed flush exits 120, as Python's own exit does.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 120
+    os._exit(code)
 
 
 if __name__ == "__main__":

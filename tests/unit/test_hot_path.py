@@ -105,3 +105,29 @@ def test_chain_hash_is_sha512_prefix() -> None:
 
     want = ("CNI-" + hashlib.sha512(b"cbr0abc").hexdigest())[:28]
     assert chain_name("cbr0", "abc") == want
+
+
+def _plugin(stdout: int | None, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, "CNI_COMMAND": "VERSION"}
+    return subprocess.run([sys.executable, "-m", "cni_flannel", "loopback"], input=stdin, env=env,
+                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=False)
+
+
+def test_a_plugin_exec_skips_teardown_but_flushes_its_answer() -> None:
+    big = b'{"cniVersion":"1.0.0","pad":"' + b"x" * 200_000 + b'"}'  # not the fast path: a real decode
+    out = _plugin(None, big)
+    assert out.returncode == 0 and out.stderr == b""
+    assert out.stdout.startswith(b'{"cniVersion":"1.0.0","supportedVersions":[') and out.stdout.endswith(b"]}")
+
+
+def test_a_plugin_whose_stdout_is_gone_exits_120_without_a_traceback() -> None:
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the runtime stopped reading
+    try:
+        out = _plugin(w, b'{"cniVersion":"1.0.0"}')
+    finally:
+        os.close(w)
+    assert out.returncode == 120 and b"Traceback" not in out.stderr
