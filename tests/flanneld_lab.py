@@ -105,3 +105,32 @@ class Lab:
         for ns in self._extra:
             delete_netns(ns)
         delete_netns(self.switch)
+
+
+class KernelWatch:
+    """A backend's ``watch_kernel`` on its own thread, for a ``with`` block.
+
+    ``reasons`` collects every trigger and ``fired`` is set on each; leaving the block stops the
+    watch and checks that the thread ended."""
+
+    def __init__(self, backend: object) -> None:
+        import threading
+
+        self.reasons: list[str] = []
+        self.fired = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=backend.watch_kernel,  # type: ignore[attr-defined]
+                                        args=(self._trigger, self._stop), daemon=True)
+
+    def _trigger(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.fired.set()
+
+    def __enter__(self) -> KernelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        assert not self._thread.is_alive(), "watch_kernel did not stop"

@@ -9,6 +9,7 @@ import logging
 import os
 
 import pytest
+from flanneld_lab import KernelWatch
 
 from cni_flannel.flanneld.backend.hostgw import HostGWBackend
 from cni_flannel.flanneld.backend.vxlan import VXLANBackend
@@ -696,32 +697,17 @@ def test_vxlan_v6_link_flap_loses_the_address_and_it_comes_back(nodes):
 
 
 def test_watch_kernel_triggers_on_a_deleted_v6_route(nodes):
-    import threading
-
     n1, n2 = nodes(1), nodes(2)
     n1.backend.reconcile([peer(n2)])
-    reasons: list[str] = []
-    fired, stop = threading.Event(), threading.Event()
-
-    def trigger(reason: str) -> None:
-        reasons.append(reason)
-        fired.set()
-
-    t = threading.Thread(target=n1.backend.watch_kernel, args=(trigger, stop), daemon=True)
-    t.start()
-    try:
+    with KernelWatch(n1.backend) as w:
         n1.run("ip", "-6", "route", "add", "fd99::/64", "via", SWITCH6)  # unrelated: no trigger
         n1.run("ip", "-6", "route", "del", "fd99::/64")
         n1.run("ip", "-6", "route", "del", sub6(2))
-        assert fired.wait(10), "no trigger for a deleted v6 route"
-        assert reasons[0] == f"route {sub6(2)} via {net6(2)} dev flannel-v6.1 onlink deleted", reasons
-        fired.clear()
+        assert w.fired.wait(10), "no trigger for a deleted v6 route"
+        assert w.reasons[0] == f"route {sub6(2)} via {net6(2)} dev flannel-v6.1 onlink deleted", w.reasons
+        w.fired.clear()
         n1.run("ip", "link", "del", "flannel-v6.1")
-        assert fired.wait(10) and any("flannel-v6.1" in r for r in reasons), reasons
-    finally:
-        stop.set()
-        t.join(5)
-    assert not t.is_alive()
+        assert w.fired.wait(10) and any("flannel-v6.1" in r for r in w.reasons), w.reasons
 
 
 # -- the v6 device: incompatible, and a lease without IPv6 ------------------------------------------

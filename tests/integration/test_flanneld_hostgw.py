@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
-import threading
 
 import pytest
+from flanneld_lab import KernelWatch
 
 from cni_flannel.flanneld.backend.base import BackendError, ExternalInterface
 from cni_flannel.flanneld.backend.hostgw import NAT_MESSAGE, HostGWBackend
@@ -159,23 +159,10 @@ def test_stale_and_removed_peers_only_ours_go(nodes, lab):
 def test_hand_deleted_route_recovered_and_watch_triggers(nodes, caplog):
     n1, n2 = nodes(1), nodes(2)
     n1.backend.reconcile([n2.peer()])
-    fired, stop = threading.Event(), threading.Event()
-    reasons: list[str] = []
-
-    def trigger(reason: str) -> None:
-        reasons.append(reason)
-        fired.set()
-
-    t = threading.Thread(target=n1.backend.watch_kernel, args=(trigger, stop), daemon=True)
-    t.start()
-    try:
+    with KernelWatch(n1.backend) as w:
         n1.host.ns.run("ip", "route", "del", "10.42.2.0/24")
-        assert fired.wait(10)
-        assert reasons[0] == f"route 10.42.2.0/24 via {n2.host.ip} dev eth0 deleted"
-    finally:
-        stop.set()
-        t.join(5)
-    assert not t.is_alive()
+        assert w.fired.wait(10)
+        assert w.reasons[0] == f"route 10.42.2.0/24 via {n2.host.ip} dev eth0 deleted"
     caplog.set_level("INFO")
     report = n1.backend.reconcile([n2.peer()])
     assert report.added == [f"route 10.42.2.0/24 via {n2.host.ip} dev eth0"]

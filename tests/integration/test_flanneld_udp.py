@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from flanneld_lab import KernelWatch
 
 from cni_flannel.flanneld.backend.base import BackendError, ExternalInterface
 from cni_flannel.flanneld.backend.udp import UDPBackend
@@ -424,25 +425,13 @@ def test_repairs_by_reconcile(cluster) -> None:
 
 
 def test_kernel_watch_triggers_on_device_loss(cluster) -> None:
-    import threading
-
     (n1,) = cluster(1)
     n1.start()
-    reasons: list[str] = []
-    stop = threading.Event()
-    t = threading.Thread(target=n1.backend.watch_kernel, args=(reasons.append, stop), daemon=True)
-    t.start()
-    try:
+    with KernelWatch(n1.backend) as w:
         time.sleep(0.3)  # let the monitor bind before the event
         n1.ns.run("ip", "route", "del", "10.244.0.0/16")
-        deadline = time.monotonic() + 10
-        while not reasons and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert reasons and "flannel0" in reasons[0]
-    finally:
-        stop.set()
-        t.join(5)
-    assert not t.is_alive()
+        w.fired.wait(10)
+        assert w.reasons and "flannel0" in w.reasons[0]
 
 
 # --- wire format: a raw socket plays the Go udp node -----------------------------------

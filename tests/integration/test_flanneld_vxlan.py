@@ -6,9 +6,9 @@ import ipaddress
 import json
 import os
 import subprocess
-import threading
 
 import pytest
+from flanneld_lab import KernelWatch
 
 from cni_flannel.flanneld.backend.base import BackendError, ExternalInterface
 from cni_flannel.flanneld.backend.vxlan import VXLANBackend
@@ -445,30 +445,17 @@ def test_direct_route_lost_in_an_ext_flap_comes_back(nodes):
 def test_watch_kernel_triggers_on_a_deleted_route_and_stops(nodes):
     n1, n2 = nodes(1), nodes(2)
     n1.backend.reconcile([peer_lease(n2)])
-    reasons: list[str] = []
-    fired, stop = threading.Event(), threading.Event()
-
-    def trigger(reason: str) -> None:
-        reasons.append(reason)
-        fired.set()
-
-    t = threading.Thread(target=n1.backend.watch_kernel, args=(trigger, stop), daemon=True)
-    t.start()
-    try:
+    with KernelWatch(n1.backend) as w:
         # unrelated changes do not trigger
         n1.run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.77.254")
         n1.run("ip", "route", "del", "10.99.0.0/24")
         n1.run("ip", "route", "del", "10.42.2.0/24")
-        assert fired.wait(10), "no trigger for a deleted route"
-        assert reasons[0] == "route 10.42.2.0/24 via 10.42.2.0 dev flannel.1 onlink deleted", reasons
-        assert not any("10.99" in r for r in reasons)
-        fired.clear()
+        assert w.fired.wait(10), "no trigger for a deleted route"
+        assert w.reasons[0] == "route 10.42.2.0/24 via 10.42.2.0 dev flannel.1 onlink deleted", w.reasons
+        assert not any("10.99" in r for r in w.reasons)
+        w.fired.clear()
         n1.run("ip", "link", "del", "flannel.1")
-        assert fired.wait(10) and any("flannel.1" in r for r in reasons), reasons
-    finally:
-        stop.set()
-        t.join(5)
-    assert not t.is_alive()
+        assert w.fired.wait(10) and any("flannel.1" in r for r in w.reasons), w.reasons
 
 
 def test_published_lease_json_shape(nodes):
