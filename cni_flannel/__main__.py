@@ -42,9 +42,9 @@ commands: {', '.join(COMMANDS)}
 
 def _worker_socket_exists() -> bool:
     """Checked before importing the worker's client (~1 ms per frozen exec), which checks it again."""
-    from cni_flannel import WORKER_SOCKET
+    from cni_flannel import worker_socket_path
 
-    return os.path.exists(os.environ.get("CNI_FLANNEL_WORKER_SOCKET") or WORKER_SOCKET)
+    return os.path.exists(worker_socket_path())
 
 
 def run_plugin(name: str, argv: list[str]) -> int:

@@ -166,7 +166,7 @@ def first_error(value: Any, schema: dict[str, Any], path: tuple[Any, ...] = ()) 
     return None
 
 
-def _bridge_name(value: str) -> bool:
+def _no_slash_colon_space(value: str) -> bool:
     """re.search(r"^[^/:\\s]+$", value), `$` quirk included (it also matches before a final newline)."""
     if value.endswith("\n"):
         value = value[:-1]
@@ -174,8 +174,8 @@ def _bridge_name(value: str) -> bool:
 
 
 # The patterns our schemas use, matched without `re` (~3 ms per frozen exec), exactly as re.search
-# (and so jsonschema) does; tests/unit/test_schemas_patterns.py checks each against re.
-_KNOWN_PATTERNS = {"^/": lambda v: v.startswith("/"), r"^[^/:\s]+$": _bridge_name}
+# (and so jsonschema) does; tests/unit/test_hot_path.py checks each against re.
+_KNOWN_PATTERNS = {"^/": lambda v: v.startswith("/"), r"^[^/:\s]+$": _no_slash_colon_space}
 
 
 def _pattern_matches(pattern: str, value: str) -> bool:

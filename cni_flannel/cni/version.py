@@ -8,7 +8,6 @@ CURRENT = "1.1.0"
 SUPPORTED: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
 
-
 def parse(version: str) -> tuple[int, int, int]:
     """MAJOR.MINOR.PATCH, ASCII digits only (no `re`: ~3 ms per frozen exec)."""
     parts = version.split(".")

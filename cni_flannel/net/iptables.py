@@ -208,8 +208,8 @@ class Batch:
         if not self.lines:
             return
         with span("iptables"):
-            proc = spawn.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS],
-                                  input=self.text(), text=True)
+            proc = spawn.run([binary(family, "restore"), "--noflush", "-w", WAIT_SECONDS], input=self.text(),
+                             text=True)
         if proc.returncode != 0:
             raise CNIError(999, f"{binary(family, 'restore')} failed: {proc.stderr.strip()[:400]}",
                            "the rules were not changed; check iptables on this node")

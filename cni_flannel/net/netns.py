@@ -22,14 +22,19 @@ CLONE_NEWNET = 0x40000000
 _libc: Any = None
 
 
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
+def libc() -> Any:
+    """The C library (setns before Python 3.12, prctl), loaded once per process."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+    return _libc
+
+
+def _setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    if hasattr(os, "setns"):  # Python 3.12+
+        os.setns(fd, nstype)
+        return
+    if libc().setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

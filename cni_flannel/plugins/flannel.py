@@ -11,10 +11,7 @@ import os
 import sys
 
 from .. import delegate
-from ..cni import (
-    jsonlite,  # not json: ~4.5 ms per frozen exec (re, enum)
-    schemas,
-)
+from ..cni import jsonlite, schemas  # jsonlite, not json: ~4.5 ms per frozen exec (re, enum)
 from ..cni.conf import NetConf
 from ..cni.env import CmdArgs
 from ..cni.errors import INVALID_CONFIG, IO_FAILURE, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, errno_text

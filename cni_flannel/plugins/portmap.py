@@ -168,8 +168,7 @@ def _flush_udp_conntrack(mappings: list[Any], fam: int) -> None:
     for m in mappings:
         if m.protocol != "udp":
             continue
-        proc = spawn.run([tool, "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp",
-                               "--dport", str(m.host_port)])
+        proc = spawn.run([tool, "-D", "-f", "ipv4" if fam == 4 else "ipv6", "-p", "udp", "--dport", str(m.host_port)])
         if proc.returncode not in (0, 1):  # 1: nothing to delete
             sys.stderr.write(f"portmap: failed to flush UDP conntrack for port {m.host_port}\n")
 

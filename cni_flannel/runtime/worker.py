@@ -33,7 +33,7 @@ from .worker_client import _replay_stdin, build_id, recv_exact, socket_path
 from .worker_client import recv as _recv
 from .worker_client import send as _send
 
-CLONE_NEWNET, CLONE_NEWNS = 0x40000000, 0x00020000
+CLONE_NEWNS = 0x00020000
 
 
 def _recv_with_fds(sock: socket.socket, max_fds: int = 4) -> tuple[bytes, list[int]]:
@@ -62,11 +62,9 @@ def preload() -> None:
 
     for module in (*PLUGINS.values(), COMMANDS["cnitool"]):
         import_module(module)
-    import ctypes
-
     from ..net import netns
 
-    netns._libc = ctypes.CDLL(None, use_errno=True)  # the children's setns calls: no dlopen per call
+    netns.libc()  # loaded once here, so no child pays the dlopen for its setns and prctl calls
     for module in ("cni_flannel.net.link", "cni_flannel.net.addr", "cni_flannel.net.ipmasq",
                    "cni_flannel.net.hostport", "cni_flannel.net.spoofcheck", "cni_flannel.net.sysctl"):
         import_module(module)
@@ -165,7 +163,7 @@ def _fork_child(srv: socket.socket, ready_r: int, ready_w: int, my_build: str) -
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        netns._libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        netns.libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the worker died before prctl took effect
             os._exit(0)
         os.close(ready_r)
@@ -176,7 +174,7 @@ def _fork_child(srv: socket.socket, ready_r: int, ready_w: int, my_build: str) -
         if _peer_uid(conn) != 0:
             conn.close()
             os._exit(0)
-        netns._libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a call in flight outlives a worker restart
+        netns.libc().prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # a call in flight outlives a worker restart
         code = _child(conn, my_build)
     finally:
         os._exit(code)
@@ -201,7 +199,7 @@ def _child(conn: socket.socket, my_build: str) -> int:
     from ..net.netns import _setns
 
     _setns(net_fd)
-    _setns_type(mnt_fd, CLONE_NEWNS)
+    _enter_mount_ns(mnt_fd)
     os.chdir(request["cwd"])
     sys.stdout.flush()
     sys.stderr.flush()
@@ -226,16 +224,15 @@ def _child(conn: socket.socket, my_build: str) -> int:
     return 0
 
 
-def _setns_type(fd: int, nstype: int) -> None:
-    import ctypes
+def _enter_mount_ns(fd: int) -> None:
+    from ..net.netns import _setns
 
-    from ..net import netns
-
-    if netns._libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
+    try:
+        _setns(fd, CLONE_NEWNS)
+    except OSError:
         # Same mount namespace as ours already (the usual case): nothing to do.
         if os.stat(f"/proc/self/fd/{fd}").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
-            raise OSError(err, os.strerror(err))
+            raise
 
 
 def main(argv: list[str]) -> int:

@@ -12,14 +12,10 @@ import marshal
 import os
 import sys
 
-from .. import WORKER_SOCKET as DEFAULT_SOCKET
+from .. import worker_socket_path as socket_path
 
 CONNECT_TIMEOUT = 0.2  # seconds to wait for READY before running in-process
 _LEN = _struct.Struct("!I")
-
-
-def socket_path() -> str:
-    return os.environ.get("CNI_FLANNEL_WORKER_SOCKET") or DEFAULT_SOCKET
 
 
 def build_id() -> str:

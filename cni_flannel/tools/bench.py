@@ -63,12 +63,18 @@ class Side:
         self.samples.setdefault(key, []).append(ms)
 
 
-def run_plugin(binary: str, verb: str, conf: dict[str, Any], cid: str, netns: str, env_extra: dict[str, str]
-               ) -> Call:
+def plugin_env(binary: str, verb: str, cid: str, netns: str, env_extra: dict[str, str]) -> dict[str, str]:
+    """Our environment without CNI_*, plus the CNI_* of one call of ``binary``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
                 "CNI_PATH": os.path.dirname(binary), "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=bench"})
     env.update(env_extra)
+    return env
+
+
+def run_plugin(binary: str, verb: str, conf: dict[str, Any], cid: str, netns: str, env_extra: dict[str, str]
+               ) -> Call:
+    env = plugin_env(binary, verb, cid, netns, env_extra)
     data = json.dumps(conf).encode()
     start = time.perf_counter()
     proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -249,7 +255,7 @@ def residue(side: Side) -> list[str]:
     return found
 
 
-def breakdown(log: str, verbs: tuple[str, ...] = ("ADD", "DEL")) -> dict[str, float]:
+def breakdown(log: str) -> dict[str, float]:
     """Median in-plugin spans of the sequential pods' calls (from CNI_FLANNEL_LOG).
 
     Only the sequential pods (container ids ``bench-*``) count: the concurrent ones wait on each other.
@@ -258,7 +264,8 @@ def breakdown(log: str, verbs: tuple[str, ...] = ("ADD", "DEL")) -> dict[str, fl
     with open(log) as f:
         for line in f:
             e = json.loads(line)
-            if e.get("verb") not in verbs or "durationMs" not in e or not e.get("containerID", "").startswith("bench-"):
+            sequential = e.get("containerID", "").startswith("bench-")
+            if e.get("verb") not in ("ADD", "DEL") or "durationMs" not in e or not sequential:
                 continue
             key = f"{e['verb']} {e['plugin']}"
             per.setdefault(f"{key}: in-plugin total", []).append(e["durationMs"])
@@ -314,10 +321,9 @@ def importtime_report(ours: Side, work: str, node: str) -> None:
         for verb, chain in (("ADD", ours.chain), ("DEL", list(reversed(ours.chain)))):
             for ptype, conf in chain:
                 c = dict(conf, cniVersion="1.0.0", **({"prevResult": prev} if prev and verb == "ADD" else {}))
-                env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-                env.update({"CNI_COMMAND": verb, "CNI_CONTAINERID": "bench-importtime", "CNI_IFNAME": "eth0",
-                            "CNI_NETNS": f"/run/netns/{pod}", "CNI_PATH": bin_dir, "CNI_FLANNEL_WORKER": "off"})
-                out = subprocess.run(["ip", "netns", "exec", node, os.path.join(bin_dir, ptype)],
+                binary = os.path.join(bin_dir, ptype)
+                env = plugin_env(binary, verb, "bench-importtime", f"/run/netns/{pod}", {"CNI_FLANNEL_WORKER": "off"})
+                out = subprocess.run(["ip", "netns", "exec", node, binary],
                                      input=json.dumps(c).encode(), capture_output=True, env=env, check=False)
                 if verb == "ADD" and out.returncode == 0 and ptype == chain[0][0]:
                     prev = json.loads(out.stdout)

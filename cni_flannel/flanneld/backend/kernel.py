@@ -667,12 +667,11 @@ def by_dst(routes: Iterable[Route]) -> Index:
 IP6_RT_PRIO_USER = 1024
 
 
-def ensure_route(k: Kernel, want: Route, have: list[Route], report: ReconcileReport) -> None:
+def ensure_route(k: Kernel, want: Route, have: Index, report: ReconcileReport) -> None:
     """Make ``want`` present: nothing if an equal route exists in ``have`` (the main table as
-    read; an `Index` by dst makes the lookup O(1)), else ``route replace``; a route with the same
-    dst but another gateway or device is replaced (route_network.go@H's message). ``have`` is
-    updated to match the kernel."""
-    same_dst = have.lookup(want.dst) if isinstance(have, Index) else [r for r in have if r.dst == want.dst]
+    read, ``by_dst``), else ``route replace``; a route with the same dst but another gateway or
+    device is replaced (route_network.go@H's message). ``have`` is updated to match the kernel."""
+    same_dst = have.lookup(want.dst)
     if any(want.same_as(r) for r in same_dst):
         return
     # the kernel stores a v6 route sent with metric 0 as metric 1024 (IP6_RT_PRIO_USER): that
